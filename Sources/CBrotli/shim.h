@@ -1,0 +1,3 @@
+// brotli (libbrotli-dev): br encoding and decoding.
+#include <brotli/encode.h>
+#include <brotli/decode.h>

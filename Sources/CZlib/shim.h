@@ -1,0 +1,2 @@
+// zlib (zlib1g-dev): gzip encoding and decoding.
+#include <zlib.h>

@@ -1,0 +1,196 @@
+import Yams
+
+/// Upstreams and routes: the parts that reference each other.
+extension GatewayConfigReader {
+    func readUpstreams(_ node: Node, _ path: String) -> [UpstreamConfig] {
+        guard let entries = reader.entries(node, path) else { return [] }
+        return entries.compactMap { readUpstream(name: $0.name, $0.value, reader.join(path, $0.name)) }
+    }
+
+    private func readUpstream(name: String, _ node: Node, _ path: String) -> UpstreamConfig? {
+        guard let fields = reader.mapping(node, path, allowed: ["endpoints", "protocol", "tls", "load_balancing", "pool"])
+        else { return nil }
+        var endpoints: [EndpointConfig] = []
+        if let (node, path) = fields["endpoints"], let items = reader.sequence(node, path) {
+            if items.isEmpty { reader.fail(node, path, "at least one endpoint is required") }
+            for (item, itemPath) in items {
+                guard let endpoint = reader.mapping(item, itemPath, allowed: ["address", "weight"]) else { continue }
+                guard let address = required(endpoint, "address", item, { reader.address($0, $1) }) else { continue }
+                let weight = endpoint["weight"].flatMap { reader.int($0.node, $0.path, range: 1...1000) } ?? 1
+                endpoints.append(EndpointConfig(address: address, weight: weight))
+            }
+        } else if !fields.has("endpoints") {
+            reader.fail(node, reader.join(path, "endpoints"), "required key is missing")
+        }
+        var upstream = UpstreamConfig(name: name, endpoints: endpoints)
+        if let (node, path) = fields["protocol"], let value = reader.oneOf(node, path, ["http1", "h2", "h2c"]),
+            value != "http1"
+        {
+            reader.fail(node, path, "\(value) upstreams are not supported yet by this build (they arrive with HTTP/2)")
+        }
+        if fields.has("tls") {
+            reader.fail(fields.keyNode("tls"), reader.join(path, "tls"),
+                        "not supported yet by this build (it arrives with HTTP/2 and TLS)")
+        }
+        if let (node, path) = fields["load_balancing"], let value = reader.oneOf(node, path, ["round_robin"]) {
+            upstream.loadBalancing = value
+        }
+        if let (node, path) = fields["pool"],
+            let pool = reader.mapping(node, path, allowed: ["max_connections", "max_pending", "idle_timeout", "connect_timeout"])
+        {
+            if let (n, p) = pool["max_connections"], let v = reader.int(n, p, range: 1...100_000) { upstream.pool.maxConnections = v }
+            if let (n, p) = pool["max_pending"], let v = reader.int(n, p, range: 0...10_000_000) { upstream.pool.maxPending = v }
+            if let (n, p) = pool["idle_timeout"], let v = reader.duration(n, p) { upstream.pool.idleTimeout = v }
+            if let (n, p) = pool["connect_timeout"], let v = reader.duration(n, p) {
+                if v == .zero { reader.fail(n, p, "must be greater than 0") } else { upstream.pool.connectTimeout = v }
+            }
+        }
+        return upstream
+    }
+
+    func readRoutes(_ node: Node, _ path: String, upstreamNames: [String]) -> [RouteConfig] {
+        guard let items = reader.sequence(node, path) else { return [] }
+        if items.isEmpty { reader.fail(node, path, "at least one route is required") }
+        var names: Set<String> = []
+        var routes: [RouteConfig] = []
+        for (index, (item, itemPath)) in items.enumerated() {
+            guard let route = readRoute(item, itemPath, index: index, upstreamNames: upstreamNames) else { continue }
+            if !names.insert(route.name).inserted {
+                reader.fail(item, "\(itemPath).name", "duplicate route name \"\(route.name)\"")
+            }
+            routes.append(route)
+        }
+        return routes
+    }
+
+    private func readRoute(_ node: Node, _ path: String, index: Int, upstreamNames: [String]) -> RouteConfig? {
+        let allowed = ["name", "match", "upstream", "rewrite", "timeout", "max_body_size", "headers", "compression", "graphql"]
+        guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
+        for key in ["compression", "graphql"] where fields.has(key) {
+            reader.fail(fields.keyNode(key), reader.join(path, key), "not supported yet by this build")
+        }
+        let name = fields["name"].flatMap { reader.string($0.node, $0.path) } ?? "route-\(index)"
+        let match = required(fields, "match", node) { readMatch($0, $1) }
+        let upstream = required(fields, "upstream", node) { node, path -> String? in
+            guard let name = reader.string(node, path) else { return nil }
+            // Names as written, even of upstreams with errors, so one mistake is not reported twice.
+            if !upstreamNames.contains(name) {
+                reader.fail(node, path, "unknown upstream \"\(name)\"\(didYouMean(name, in: upstreamNames))")
+                return nil
+            }
+            return name
+        }
+        var route = RouteConfig(name: name, match: match ?? RouteMatch(path: .prefix("/")), upstream: upstream ?? "")
+        if let (node, path) = fields["rewrite"], let rewrite = reader.mapping(node, path, allowed: ["path_prefix"]),
+            let (prefixNode, prefixPath) = rewrite["path_prefix"], let prefix = reader.string(prefixNode, prefixPath)
+        {
+            if case .prefix = route.match.path {
+                route.rewritePathPrefix = prefix
+            } else {
+                reader.fail(prefixNode, prefixPath, "rewrite.path_prefix needs match.path_prefix")
+            }
+            if !prefix.hasPrefix("/") { reader.fail(prefixNode, prefixPath, "must start with \"/\"") }
+        }
+        if let (node, path) = fields["timeout"], let value = reader.duration(node, path) {
+            route.timeout = value == .zero ? nil : value
+        }
+        if let (node, path) = fields["max_body_size"], let value = reader.size(node, path) {
+            route.maxBodySize = value == 0 ? nil : value
+        }
+        if let (node, path) = fields["headers"], let headers = reader.mapping(node, path, allowed: ["request", "response"]) {
+            if let (n, p) = headers["request"] { route.requestHeaders = readHeaderOperations(n, p) }
+            if let (n, p) = headers["response"] { route.responseHeaders = readHeaderOperations(n, p) }
+        }
+        guard match != nil, upstream != nil else { return nil }
+        return route
+    }
+
+    private func readMatch(_ node: Node, _ path: String) -> RouteMatch? {
+        guard let fields = reader.mapping(node, path, allowed: ["host", "path", "path_prefix", "path_regex", "methods", "headers"])
+        else { return nil }
+        let pathKeys = ["path", "path_prefix", "path_regex"].filter { fields[$0] != nil }
+        guard pathKeys.count == 1, let (pathNode, pathPath) = fields[pathKeys[0]],
+            let value = reader.string(pathNode, pathPath)
+        else {
+            reader.fail(node, path, pathKeys.isEmpty
+                ? "exactly one of path, path_prefix, path_regex is required"
+                : "exactly one of path, path_prefix, path_regex is allowed, found \(pathKeys.joined(separator: ", "))")
+            return nil
+        }
+        var pathMatch: RouteMatch.Path
+        switch pathKeys[0] {
+        case "path": pathMatch = .exact(value)
+        case "path_prefix": pathMatch = .prefix(value)
+        default:
+            pathMatch = .regex(value)
+            do {
+                _ = try Regex(value)
+            } catch {
+                reader.fail(pathNode, pathPath, "invalid regular expression: \(error)")
+            }
+        }
+        if pathKeys[0] != "path_regex" && !value.hasPrefix("/") {
+            reader.fail(pathNode, pathPath, "must start with \"/\"")
+            pathMatch = .exact("/")
+        }
+        var match = RouteMatch(path: pathMatch)
+        if let (n, p) = fields["host"], let host = reader.string(n, p) {
+            if host.isEmpty || host.contains("/") || host.contains(":") || host.dropFirst().contains("*")
+                || (host.hasPrefix("*") && !host.hasPrefix("*."))
+            {
+                reader.fail(n, p, "expected a host name like \"api.example.com\" or \"*.example.com\"")
+            }
+            match.host = host.lowercased()
+        }
+        if let (n, p) = fields["methods"], let items = reader.sequence(n, p) {
+            var methods: [String] = []
+            for (item, itemPath) in items {
+                guard let method = reader.string(item, itemPath) else { continue }
+                if method.isEmpty || !method.utf8.allSatisfy({ isTokenByte($0) }) || method.uppercased() != method {
+                    reader.fail(item, itemPath, "expected an upper-case HTTP method like GET or POST, got \"\(method)\"")
+                }
+                methods.append(method)
+            }
+            if items.isEmpty { reader.fail(n, p, "at least one method is required when methods is given") }
+            match.methods = methods
+        }
+        if let (n, p) = fields["headers"], let entries = reader.entries(n, p) {
+            for (name, key, value) in entries {
+                let entryPath = reader.join(p, name)
+                if !name.utf8.allSatisfy({ isTokenByte($0) }) { reader.fail(key, entryPath, "invalid header name") }
+                if let value = reader.string(value, entryPath) { match.headers.append((name.lowercased(), value)) }
+            }
+        }
+        return match
+    }
+
+    private func readHeaderOperations(_ node: Node, _ path: String) -> HeaderOperations {
+        guard let fields = reader.mapping(node, path, allowed: ["set", "remove"]) else { return .init() }
+        var operations = HeaderOperations()
+        if let (n, p) = fields["set"], let entries = reader.entries(n, p) {
+            for (name, key, value) in entries {
+                let entryPath = reader.join(p, name)
+                if !name.utf8.allSatisfy({ isTokenByte($0) }) { reader.fail(key, entryPath, "invalid header name") }
+                guard let value = reader.string(value, entryPath) else { continue }
+                if value.utf8.contains(where: { $0 == 0x0D || $0 == 0x0A || $0 == 0 }) {
+                    reader.fail(key, entryPath, "header values must not contain CR, LF or NUL")
+                }
+                operations.toSet.append((name.lowercased(), value))
+            }
+        }
+        if let (n, p) = fields["remove"], let names = reader.stringList(n, p) {
+            operations.toRemove = names.map { $0.lowercased() }
+        }
+        return operations
+    }
+}
+
+/// RFC 9110 §5.6.2 token characters.
+func isTokenByte(_ byte: UInt8) -> Bool {
+    switch byte {
+    case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+        return true
+    default:
+        return "!#$%&'*+-.^_`|~".utf8.contains(byte)
+    }
+}

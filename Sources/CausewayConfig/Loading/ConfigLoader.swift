@@ -1,0 +1,169 @@
+import Yams
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// YAML text → `GatewayConfig`, or every error found, each as `file:line:column: key.path: message`.
+///
+/// The stages: environment interpolation (line-preserving), YAML composition with positions,
+/// then one pass over the tree that checks keys, types, units and cross-references.
+public enum ConfigLoader {
+    public static func load(
+        path: String, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(ConfigErrors) -> GatewayConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigErrors([ConfigError(file: path, line: 1, column: 1, path: "",
+                                            message: "cannot read the file (missing or not readable)")])
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigErrors([ConfigError(file: path, line: 1, column: 1, path: "", message: "the file is not UTF-8 text")])
+        }
+        return try parse(text, file: path, environment: environment)
+    }
+
+    public static func parse(
+        _ text: String, file: String, environment: [String: String] = [:]
+    ) throws(ConfigErrors) -> GatewayConfig {
+        let (expanded, interpolationErrors) = Interpolation.apply(text, file: file, environment: environment)
+        let reader = NodeReader(file: file)
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: expanded)
+        } catch {
+            throw ConfigErrors(interpolationErrors + [yamlError(error, file: file)])
+        }
+        guard let root else {
+            throw ConfigErrors(interpolationErrors + [ConfigError(file: file, line: 1, column: 1, path: "",
+                                                                  message: "the file is empty")])
+        }
+        let config = GatewayConfigReader(reader: reader).read(root)
+        let errors = interpolationErrors + reader.errors
+        guard errors.isEmpty, let config else {
+            throw ConfigErrors(errors.sorted { ($0.line, $0.column) < ($1.line, $1.column) })
+        }
+        return config
+    }
+
+    private static func yamlError(_ error: any Error, file: String) -> ConfigError {
+        switch error as? YamlError {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+            .composer(let context, let problem, let mark, _):
+            let detail = context.map { "\(problem) (\($0.text))" } ?? problem
+            return ConfigError(file: file, line: mark.line, column: mark.column, path: "",
+                               message: "invalid YAML: \(detail)")
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            return ConfigError(file: file, line: context.mark.line, column: context.mark.column, path: "",
+                               message: "duplicate key \(duplicates.map { "\"\($0)\"" }.joined(separator: ", "))")
+        default:
+            return ConfigError(file: file, line: 1, column: 1, path: "", message: "invalid YAML: \(error)")
+        }
+    }
+}
+
+/// One pass over the tree. Sections that fail still let the rest be checked.
+struct GatewayConfigReader {
+    let reader: NodeReader
+
+    func read(_ root: Node) -> GatewayConfig? {
+        guard let top = reader.mapping(root, "", allowed: ["server", "listeners", "upstreams", "routes"]) else {
+            return nil
+        }
+        let server = top["server"].flatMap { readServer($0.node, $0.path) } ?? ServerConfig()
+        var listeners: [ListenerConfig] = []
+        if let (node, path) = top["listeners"] {
+            listeners = readListeners(node, path)
+        } else {
+            reader.fail(root, "listeners", "at least one listener is required")
+        }
+        let upstreams = top["upstreams"].map { readUpstreams($0.node, $0.path) } ?? []
+        var routes: [RouteConfig] = []
+        if let (node, path) = top["routes"] {
+            let names = top["upstreams"].flatMap { reader.entries($0.node, $0.path) }?.map(\.name) ?? []
+            routes = readRoutes(node, path, upstreamNames: names)
+        } else {
+            reader.fail(root, "routes", "at least one route is required")
+        }
+        return GatewayConfig(server: server, listeners: listeners, upstreams: upstreams, routes: routes)
+    }
+
+    private func readServer(_ node: Node, _ path: String) -> ServerConfig? {
+        guard let fields = reader.mapping(node, path, allowed: ["workers", "drain_timeout", "admin"]) else { return nil }
+        var server = ServerConfig()
+        if let (node, path) = fields["workers"] {
+            if node.scalar?.string == "auto" {
+                server.workers = nil
+            } else {
+                server.workers = reader.int(node, path, range: 1...1024)
+            }
+        }
+        if let (node, path) = fields["drain_timeout"], let value = reader.duration(node, path) {
+            server.drainTimeout = value
+        }
+        if let (node, path) = fields["admin"],
+            let admin = reader.mapping(node, path, allowed: ["address"]),
+            let (addressNode, addressPath) = admin["address"]
+        {
+            server.adminAddress = reader.address(addressNode, addressPath)
+        }
+        return server
+    }
+
+    private func readListeners(_ node: Node, _ path: String) -> [ListenerConfig] {
+        guard let items = reader.sequence(node, path) else { return [] }
+        if items.isEmpty { reader.fail(node, path, "at least one listener is required") }
+        var names: Set<String> = []
+        var result: [ListenerConfig] = []
+        for (item, itemPath) in items {
+            guard let listener = readListener(item, itemPath) else { continue }
+            if !names.insert(listener.name).inserted {
+                reader.fail(item, "\(itemPath).name", "duplicate listener name \"\(listener.name)\"")
+            }
+            result.append(listener)
+        }
+        return result
+    }
+
+    private func readListener(_ node: Node, _ path: String) -> ListenerConfig? {
+        guard let fields = reader.mapping(node, path, allowed: ["name", "address", "protocols", "limits", "tls", "http2"])
+        else { return nil }
+        let name = required(fields, "name", node) { reader.string($0, $1) }
+        let address = required(fields, "address", node) { reader.address($0, $1) }
+        var listener = ListenerConfig(name: name ?? "", address: address ?? HostPort(host: "0.0.0.0", port: 0))
+        if let (node, path) = fields["protocols"], let items = reader.sequence(node, path) {
+            let protocols = items.compactMap { reader.oneOf($0.node, $0.path, ["http1", "h2c", "h2"]) }
+            for (item, itemPath) in items where item.scalar?.string == "h2" || item.scalar?.string == "h2c" {
+                reader.fail(item, itemPath, "HTTP/2 is not supported yet by this build (it arrives with HTTP/2 and TLS)")
+            }
+            if items.isEmpty { reader.fail(node, path, "at least one protocol is required") }
+            listener.protocols = protocols
+        }
+        if let (node, path) = fields["limits"],
+            let limits = reader.mapping(node, path, allowed: ["max_header_size", "header_timeout", "idle_timeout", "max_connections"])
+        {
+            if let (n, p) = limits["max_header_size"], let v = reader.size(n, p) { listener.limits.maxHeaderSize = v }
+            if let (n, p) = limits["header_timeout"], let v = reader.duration(n, p) { listener.limits.headerTimeout = v }
+            if let (n, p) = limits["idle_timeout"], let v = reader.duration(n, p) { listener.limits.idleTimeout = v }
+            if let (n, p) = limits["max_connections"], let v = reader.int(n, p, range: 1...10_000_000) {
+                listener.limits.maxConnections = v
+            }
+        }
+        for key in ["tls", "http2"] where fields.has(key) {
+            reader.fail(fields.keyNode(key), reader.join(path, key),
+                        "not supported yet by this build (it arrives with HTTP/2 and TLS)")
+        }
+        guard name != nil, address != nil else { return nil }
+        return listener
+    }
+
+    /// Reads a required key, reporting its absence at the enclosing mapping.
+    func required<T>(_ fields: Fields, _ key: String, _ owner: Node, _ read: (Node, String) -> T?) -> T? {
+        guard let (node, path) = fields[key] else {
+            reader.fail(owner, reader.join(fields.path, key), "required key is missing")
+            return nil
+        }
+        return read(node, path)
+    }
+}

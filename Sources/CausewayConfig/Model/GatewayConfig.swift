@@ -1,0 +1,167 @@
+/// The validated configuration: plain `Sendable` values with every default filled in. The
+/// gateway compiles it once into a runtime snapshot (router, upstream set); nothing here is
+/// looked up by string on the request path.
+public struct GatewayConfig: Sendable {
+    public var server: ServerConfig
+    public var listeners: [ListenerConfig]
+    /// In file order; names are unique.
+    public var upstreams: [UpstreamConfig]
+    /// In file order: the first match wins.
+    public var routes: [RouteConfig]
+
+    public init(server: ServerConfig, listeners: [ListenerConfig], upstreams: [UpstreamConfig],
+                routes: [RouteConfig]) {
+        self.server = server
+        self.listeners = listeners
+        self.upstreams = upstreams
+        self.routes = routes
+    }
+
+    public func upstream(named name: String) -> UpstreamConfig? {
+        upstreams.first { $0.name == name }
+    }
+}
+
+public struct ServerConfig: Sendable {
+    /// Event loops; nil means one per core.
+    public var workers: Int?
+    public var drainTimeout: Duration
+    public var adminAddress: HostPort?
+
+    public init(workers: Int? = nil, drainTimeout: Duration = .seconds(30),
+                adminAddress: HostPort? = HostPort(host: "127.0.0.1", port: 9901)) {
+        self.workers = workers
+        self.drainTimeout = drainTimeout
+        self.adminAddress = adminAddress
+    }
+}
+
+public struct ListenerConfig: Sendable {
+    public var name: String
+    public var address: HostPort
+    public var protocols: [String]
+    public var limits: ListenerLimits
+
+    public init(name: String, address: HostPort, protocols: [String] = ["http1"], limits: ListenerLimits = .init()) {
+        self.name = name
+        self.address = address
+        self.protocols = protocols
+        self.limits = limits
+    }
+}
+
+public struct ListenerLimits: Sendable {
+    public var maxHeaderSize: Int
+    public var headerTimeout: Duration
+    public var idleTimeout: Duration
+    public var maxConnections: Int
+
+    public init(maxHeaderSize: Int = 64 << 10, headerTimeout: Duration = .seconds(10),
+                idleTimeout: Duration = .seconds(60), maxConnections: Int = 100_000) {
+        self.maxHeaderSize = maxHeaderSize
+        self.headerTimeout = headerTimeout
+        self.idleTimeout = idleTimeout
+        self.maxConnections = maxConnections
+    }
+}
+
+public struct UpstreamConfig: Sendable {
+    public var name: String
+    public var endpoints: [EndpointConfig]
+    public var loadBalancing: String
+    public var pool: PoolConfig
+
+    public init(name: String, endpoints: [EndpointConfig], loadBalancing: String = "round_robin",
+                pool: PoolConfig = .init()) {
+        self.name = name
+        self.endpoints = endpoints
+        self.loadBalancing = loadBalancing
+        self.pool = pool
+    }
+}
+
+public struct EndpointConfig: Sendable, Hashable {
+    public var address: HostPort
+    public var weight: Int
+
+    public init(address: HostPort, weight: Int = 1) {
+        self.address = address
+        self.weight = weight
+    }
+}
+
+public struct PoolConfig: Sendable {
+    /// Per worker event loop, per endpoint.
+    public var maxConnections: Int
+    public var maxPending: Int
+    public var idleTimeout: Duration
+    public var connectTimeout: Duration
+
+    public init(maxConnections: Int = 256, maxPending: Int = 1024, idleTimeout: Duration = .seconds(60),
+                connectTimeout: Duration = .seconds(2)) {
+        self.maxConnections = maxConnections
+        self.maxPending = maxPending
+        self.idleTimeout = idleTimeout
+        self.connectTimeout = connectTimeout
+    }
+}
+
+public struct RouteConfig: Sendable {
+    public var name: String
+    public var match: RouteMatch
+    public var upstream: String
+    /// Replaces the matched `path_prefix`.
+    public var rewritePathPrefix: String?
+    /// Until the response head arrives; nil = none.
+    public var timeout: Duration?
+    /// nil = unlimited.
+    public var maxBodySize: Int?
+    public var requestHeaders: HeaderOperations
+    public var responseHeaders: HeaderOperations
+
+    public init(name: String, match: RouteMatch, upstream: String, rewritePathPrefix: String? = nil,
+                timeout: Duration? = .seconds(60), maxBodySize: Int? = 10 << 20,
+                requestHeaders: HeaderOperations = .init(), responseHeaders: HeaderOperations = .init()) {
+        self.name = name
+        self.match = match
+        self.upstream = upstream
+        self.rewritePathPrefix = rewritePathPrefix
+        self.timeout = timeout
+        self.maxBodySize = maxBodySize
+        self.requestHeaders = requestHeaders
+        self.responseHeaders = responseHeaders
+    }
+}
+
+public struct RouteMatch: Sendable {
+    public enum Path: Sendable, Equatable {
+        case exact(String)
+        case prefix(String)
+        case regex(String)
+    }
+
+    /// Lowercased; "*.example.com" matches any subdomain.
+    public var host: String?
+    public var path: Path
+    public var methods: [String]?
+    public var headers: [(name: String, value: String)]
+
+    public init(host: String? = nil, path: Path, methods: [String]? = nil, headers: [(name: String, value: String)] = []) {
+        self.host = host
+        self.path = path
+        self.methods = methods
+        self.headers = headers
+    }
+}
+
+public struct HeaderOperations: Sendable {
+    public var toSet: [(name: String, value: String)]
+    public var toRemove: [String]
+
+    public init(toSet: [(name: String, value: String)] = [], toRemove: [String] = []) {
+        self.toSet = toSet
+        self.toRemove = toRemove
+    }
+
+    public var isEmpty: Bool { toSet.isEmpty && toRemove.isEmpty }
+}

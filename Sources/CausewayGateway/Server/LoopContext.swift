@@ -1,0 +1,111 @@
+import CausewayConfig
+import CausewayHTTP
+import CausewayUpstream
+import NIOCore
+
+/// Everything one event loop owns: its upstream clusters (and so their pools). Connections
+/// accepted on a loop only ever use that loop's context, which is why nothing here is locked.
+final class LoopContext {
+    let eventLoop: any EventLoop
+    let snapshot: RuntimeSnapshot
+    /// Indexed like `snapshot.upstreams`.
+    let clusters: [UpstreamCluster]
+    private(set) lazy var exchangeHandler = GatewayExchangeHandler(context: self)
+
+    init(eventLoop: any EventLoop, snapshot: RuntimeSnapshot) {
+        self.eventLoop = eventLoop
+        self.snapshot = snapshot
+        self.clusters = snapshot.upstreams.map {
+            UpstreamCluster(name: $0.name, endpoints: $0.endpoints, pool: $0.pool, eventLoop: eventLoop)
+        }
+    }
+}
+
+/// The config compiled for running: immutable, shared by every loop.
+public struct RuntimeSnapshot: Sendable {
+    public struct Upstream: Sendable {
+        public var name: String
+        public var endpoints: [UpstreamEndpoint]
+        public var pool: PoolConfig
+    }
+
+    public let config: GatewayConfig
+    public let router: Router
+    public let upstreams: [Upstream]
+    /// For each route (by index), the index of its upstream.
+    let routeUpstream: [String: Int]
+    let globalFilters: [any HTTPFilter]
+
+    /// Resolves endpoint host names once, here, so the request path never waits on DNS.
+    public init(config: GatewayConfig) throws {
+        self.config = config
+        let globalFilters: [any HTTPFilter] = [RequestIDFilter()]
+        self.globalFilters = globalFilters
+        self.router = Router(routes: try config.routes.map { try CompiledRoute(config: $0, globalFilters: globalFilters) })
+        self.upstreams = try config.upstreams.map { upstream in
+            Upstream(name: upstream.name, endpoints: try upstream.endpoints.map { endpoint in
+                UpstreamEndpoint(address: try SocketAddress.makeAddressResolvingHost(endpoint.address.host,
+                                                                                    port: endpoint.address.port),
+                                 label: endpoint.address.description, weight: endpoint.weight)
+            }, pool: upstream.pool)
+        }
+        var index: [String: Int] = [:]
+        for (offset, upstream) in config.upstreams.enumerated() { index[upstream.name] = offset }
+        self.routeUpstream = index
+    }
+}
+
+/// Routes each exchange of one loop: request filters, router, then the route's handler.
+final class GatewayExchangeHandler: ExchangeHandler {
+    private unowned let context: LoopContext
+
+    init(context: LoopContext) {
+        self.context = context
+    }
+
+    func handle(_ exchange: Exchange) {
+        let snapshot = context.snapshot
+        exchange.filters = snapshot.globalFilters
+        for filter in snapshot.globalFilters {
+            if let error = filter.filterRequest(exchange) {
+                exchange.fail(error)
+                return
+            }
+        }
+        switch snapshot.router.route(exchange.request) {
+        case .notFound:
+            exchange.fail(.routeNotFound)
+        case .methodNotAllowed(let allow):
+            exchange.fail(.methodNotAllowed(allow: allow))
+        case .route(let route):
+            run(route, exchange: exchange)
+        }
+    }
+
+    private func run(_ route: CompiledRoute, exchange: Exchange) {
+        exchange.routeName = route.name
+        exchange.filters = route.filters
+        exchange.maxRequestBodySize = route.config.maxBodySize
+        if let limit = route.config.maxBodySize, let length = exchange.requestBodyLength, length > limit {
+            exchange.fail(.bodyTooLarge)
+            return
+        }
+        for filter in route.filters.dropFirst(context.snapshot.globalFilters.count) {
+            if let error = filter.filterRequest(exchange) {
+                exchange.fail(error)
+                return
+            }
+        }
+        guard let index = context.snapshot.routeUpstream[route.config.upstream] else {
+            exchange.fail(.upstreamOverloaded("upstream \"\(route.config.upstream)\" is not configured"))
+            return
+        }
+        ProxyTask(exchange: exchange, route: route, cluster: context.clusters[index]).start()
+    }
+}
+
+@available(*, unavailable)
+extension LoopContext: Sendable {}
+
+@available(*, unavailable)
+extension GatewayExchangeHandler: Sendable {}

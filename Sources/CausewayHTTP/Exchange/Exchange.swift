@@ -1,0 +1,203 @@
+import HTTPTypes
+import NIOCore
+
+/// One request and its response, the same whichever HTTP version carried it.
+///
+/// The downstream codec creates it and feeds it request body parts; a route handler answers it
+/// through `sendResponse*`, which runs the filter chain's response phase on the way out. The
+/// request body is held here (a few chunks at most, with the client paused) until a consumer
+/// attaches, so a handler may take its time choosing an upstream.
+///
+/// Loop-bound: every call happens on `eventLoop`.
+public final class Exchange {
+    public enum ResponseState {
+        case pending, streaming, complete
+    }
+
+    public var request: HTTPRequest
+    public var requestID = ""
+    public let client: ClientInfo
+    public let eventLoop: any EventLoop
+    public let allocator: ByteBufferAllocator
+    /// Declared request body length: nil when chunked (unknown), 0 when there is no body.
+    public let requestBodyLength: Int?
+    /// The filter chain, in request order; the response phase runs it backwards.
+    public var filters: [any HTTPFilter] = []
+    /// Enforced as body bytes arrive; nil = unlimited.
+    public var maxRequestBodySize: Int?
+    /// Told when the client can take more response, or is gone.
+    public var responseProducer: (any ResponseProducer)?
+    /// Set by a route handler for logs and metrics.
+    public var routeName: String?
+
+    public private(set) var responseState = ResponseState.pending
+    public private(set) var responseStatus: HTTPResponse.Status?
+    public private(set) var requestEnded: Bool
+
+    private var downstream: (any ExchangeDownstream)?
+    private var bodyConsumer: (any RequestBodyConsumer)?
+    private var pendingBody: [ByteBuffer] = []
+    private var pendingTrailers: HTTPFields?
+    private var receivedBodyBytes = 0
+    private var transforms: [any ResponseBodyTransform] = []
+
+    public init(request: HTTPRequest, requestBodyLength: Int?, client: ClientInfo, eventLoop: any EventLoop,
+                allocator: ByteBufferAllocator, downstream: any ExchangeDownstream) {
+        self.request = request
+        self.requestBodyLength = requestBodyLength
+        self.requestEnded = requestBodyLength == 0
+        self.client = client
+        self.eventLoop = eventLoop
+        self.allocator = allocator
+        self.downstream = downstream
+    }
+
+    // MARK: Request body, from the downstream codec
+
+    public func receiveRequestBody(_ chunk: ByteBuffer) {
+        receivedBodyBytes += chunk.readableBytes
+        if let limit = maxRequestBodySize, receivedBodyBytes > limit {
+            fail(.bodyTooLarge)
+            return
+        }
+        if let bodyConsumer {
+            bodyConsumer.requestBodyPart(chunk)
+        } else if responseState != .complete {
+            pendingBody.append(chunk)
+            downstream?.setRequestBodyDemand(false)
+        }
+    }
+
+    public func receiveRequestEnd(_ trailers: HTTPFields?) {
+        requestEnded = true
+        if let bodyConsumer {
+            bodyConsumer.requestBodyEnd(trailers)
+        } else {
+            pendingTrailers = trailers
+        }
+    }
+
+    /// The consumer gets what arrived so far, then the rest as it comes; the client is resumed.
+    public func attachRequestBodyConsumer(_ consumer: any RequestBodyConsumer) {
+        bodyConsumer = consumer
+        let pending = pendingBody
+        pendingBody = []
+        for chunk in pending { consumer.requestBodyPart(chunk) }
+        if requestEnded {
+            consumer.requestBodyEnd(pendingTrailers)
+            pendingTrailers = nil
+        } else {
+            downstream?.setRequestBodyDemand(true)
+        }
+    }
+
+    /// Request body backpressure, for consumers (an upstream socket that is full).
+    public func setRequestBodyDemand(_ demand: Bool) {
+        guard !requestEnded else { return }
+        downstream?.setRequestBodyDemand(demand)
+    }
+
+    // MARK: Response, from a route handler
+
+    public var isDownstreamWritable: Bool { downstream?.isWritable ?? true }
+
+    public func sendResponseHead(_ response: HTTPResponse) {
+        guard responseState == .pending else { return }
+        var response = response
+        for filter in filters.reversed() {
+            filter.filterResponseHead(&response, exchange: self)
+        }
+        for filter in filters.reversed() {
+            if let transform = filter.makeResponseBodyTransform(for: response, exchange: self) {
+                transforms.append(transform)
+            }
+        }
+        responseState = .streaming
+        responseStatus = response.status
+        downstream?.writeResponseHead(response)
+    }
+
+    public func sendResponseBody(_ chunk: ByteBuffer) {
+        guard responseState == .streaming else { return }
+        var chunk = chunk
+        for transform in transforms {
+            guard let next = transform.transform(chunk) else { return }
+            chunk = next
+        }
+        if chunk.readableBytes > 0 { downstream?.writeResponseBody(chunk) }
+    }
+
+    public func flushResponse() {
+        downstream?.flushResponse()
+    }
+
+    public func sendResponseEnd(_ trailers: HTTPFields? = nil) {
+        guard responseState == .streaming else { return }
+        var trailers = trailers
+        for (index, transform) in transforms.enumerated() {
+            // What a transform flushes at the end still passes through the ones after it.
+            guard var tail = transform.finish(trailers: &trailers) else { continue }
+            for next in transforms[(index + 1)...] {
+                guard let out = next.transform(tail) else { break }
+                tail = out
+            }
+            if tail.readableBytes > 0 { downstream?.writeResponseBody(tail) }
+        }
+        responseState = .complete
+        let downstream = self.downstream
+        release()
+        downstream?.writeResponseEnd(trailers)
+    }
+
+    /// A whole response at once (small bodies the gateway makes itself).
+    public func respond(_ response: HTTPResponse, body: ByteBuffer?) {
+        var response = response
+        if let body { response.headerFields[.contentLength] = String(body.readableBytes) }
+        sendResponseHead(response)
+        if let body { sendResponseBody(body) }
+        sendResponseEnd()
+    }
+
+    /// Answers with the JSON error body, or, once a response is under way, aborts it: the
+    /// client sees a reset rather than a truncated body passed off as whole.
+    public func fail(_ error: GatewayError) {
+        switch responseState {
+        case .pending:
+            responseProducer?.cancel()
+            responseProducer = nil
+            var response = HTTPResponse(status: error.status, headerFields: error.headers)
+            response.headerFields[.contentType] = "application/json"
+            respond(response, body: error.body(requestID: requestID, allocator: allocator))
+        case .streaming:
+            responseProducer?.cancel()
+            responseState = .complete
+            let downstream = self.downstream
+            release()
+            downstream?.abortResponse()
+        case .complete:
+            break
+        }
+    }
+
+    // MARK: Downstream events
+
+    public func downstreamWritabilityChanged(_ writable: Bool) {
+        responseProducer?.downstreamWritabilityChanged(writable)
+    }
+
+    /// The client is gone: whatever produces the response stops.
+    public func downstreamClosed() {
+        responseState = .complete
+        let producer = responseProducer
+        release()
+        producer?.cancel()
+    }
+
+    private func release() {
+        responseProducer = nil
+        bodyConsumer = nil
+        downstream = nil
+        pendingBody = []
+        transforms = []
+    }
+}

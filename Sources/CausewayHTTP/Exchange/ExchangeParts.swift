@@ -1,0 +1,83 @@
+import HTTPTypes
+import NIOCore
+
+/// The seams between the pieces an exchange connects.
+///
+/// ```
+///  downstream codec ──request body──▶ Exchange ──▶ RequestBodyConsumer (upstream client, …)
+///  (HTTP/1.1, HTTP/2)                     │
+///        ▲                        response filters
+///        └──── ExchangeDownstream ◀──────┘◀── response producer (upstream client, …)
+/// ```
+/// Every call happens on the exchange's event loop; none of these types is Sendable.
+
+/// The connection (or HTTP/2 stream) that carried the request, as the exchange sees it.
+public protocol ExchangeDownstream: AnyObject {
+    func writeResponseHead(_ response: HTTPResponse)
+    func writeResponseBody(_ chunk: ByteBuffer)
+    /// Pushes what was written so far to the client (called once per upstream read cycle).
+    func flushResponse()
+    func writeResponseEnd(_ trailers: HTTPFields?)
+    /// The response cannot be completed (upstream failed mid-body): close or reset.
+    func abortResponse()
+    /// Start or stop delivering request body parts: backpressure toward the client.
+    func setRequestBodyDemand(_ demand: Bool)
+    var isWritable: Bool { get }
+}
+
+/// Takes the request body as it arrives (an upstream connection, a buffering handler).
+public protocol RequestBodyConsumer: AnyObject {
+    func requestBodyPart(_ chunk: ByteBuffer)
+    func requestBodyEnd(_ trailers: HTTPFields?)
+}
+
+/// Produces the response and must hear when the client can take more, or is gone.
+public protocol ResponseProducer: AnyObject {
+    func downstreamWritabilityChanged(_ writable: Bool)
+    /// The client went away or the exchange was answered by someone else: stop and release.
+    func cancel()
+}
+
+/// What a listener hands each new exchange to (the gateway's router and handlers).
+public protocol ExchangeHandler: AnyObject {
+    func handle(_ exchange: Exchange)
+}
+
+/// A filter in the chain. Compiled once from config and shared by every loop, so it is
+/// immutable; per-exchange state lives in the body transforms it makes.
+public protocol HTTPFilter: Sendable {
+    /// Request phase: modify the request, or return an error to answer early.
+    func filterRequest(_ exchange: Exchange) -> GatewayError?
+    /// Response phase for the head. Runs for every response, gateway errors included.
+    func filterResponseHead(_ response: inout HTTPResponse, exchange: Exchange)
+    /// Response phase for the body: a streaming transform for this response, or nil to pass it.
+    func makeResponseBodyTransform(for response: HTTPResponse, exchange: Exchange) -> (any ResponseBodyTransform)?
+}
+
+extension HTTPFilter {
+    public func filterRequest(_ exchange: Exchange) -> GatewayError? { nil }
+    public func filterResponseHead(_ response: inout HTTPResponse, exchange: Exchange) {}
+    public func makeResponseBodyTransform(for response: HTTPResponse, exchange: Exchange) -> (any ResponseBodyTransform)? {
+        nil
+    }
+}
+
+/// Per-response streaming body transform (compression arrives as one). It must not hold back
+/// data it could emit: a chunk in means everything producible so far out.
+public protocol ResponseBodyTransform: AnyObject {
+    func transform(_ chunk: ByteBuffer) -> ByteBuffer?
+    func finish(trailers: inout HTTPFields?) -> ByteBuffer?
+}
+
+/// Who is on the other end of the downstream connection.
+public struct ClientInfo: Sendable {
+    /// The peer's IP address as text ("127.0.0.1", "::1"), for X-Forwarded-For.
+    public var address: String
+    /// "http" or "https", for X-Forwarded-Proto.
+    public var scheme: String
+
+    public init(address: String, scheme: String) {
+        self.address = address
+        self.scheme = scheme
+    }
+}

@@ -1,0 +1,89 @@
+import NIOCore
+
+/// When a downstream HTTP/1.1 connection must be cut for lack of progress.
+///
+/// Idle keep-alive connections get `idleTimeout`; once the first byte of a request arrives the
+/// head must be complete within `headerTimeout` (slowloris); while an exchange runs, the
+/// route's own timeout applies instead. One scheduled task per connection is re-armed lazily,
+/// so a request costs a clock read, not a timer schedule and cancel.
+struct ConnectionTimer {
+    enum Phase: Equatable {
+        case idle(since: NIODeadline)
+        case readingHead(since: NIODeadline)
+        case busy
+    }
+
+    enum Action: Equatable {
+        case closeIdle
+        case requestTimeout
+        case rearm(at: NIODeadline)
+    }
+
+    private(set) var phase: Phase
+    let idleTimeout: TimeAmount
+    let headerTimeout: TimeAmount
+
+    init(now: NIODeadline, idleTimeout: TimeAmount, headerTimeout: TimeAmount) {
+        self.phase = .idle(since: now)
+        self.idleTimeout = idleTimeout
+        self.headerTimeout = headerTimeout
+    }
+
+    var isIdle: Bool {
+        if case .idle = phase { return true }
+        return false
+    }
+
+    mutating func bytesArrived(now: @autoclosure () -> NIODeadline) {
+        if case .idle = phase { phase = .readingHead(since: now()) }
+    }
+
+    mutating func headReceived() {
+        phase = .busy
+    }
+
+    mutating func exchangeCompleted(now: NIODeadline) {
+        phase = .idle(since: now)
+    }
+
+    /// The first deadline, for arming the timer when the connection opens.
+    var nextDeadline: NIODeadline {
+        switch phase {
+        case .idle(let since): return since + idleTimeout
+        case .readingHead(let since): return since + headerTimeout
+        case .busy: return .now() + min(idleTimeout, headerTimeout)
+        }
+    }
+
+    func check(now: NIODeadline) -> Action {
+        switch phase {
+        case .idle(let since):
+            return now >= since + idleTimeout ? .closeIdle : .rearm(at: since + idleTimeout)
+        case .readingHead(let since):
+            return now >= since + headerTimeout ? .requestTimeout : .rearm(at: since + headerTimeout)
+        case .busy:
+            return .rearm(at: now + min(idleTimeout, headerTimeout))
+        }
+    }
+}
+
+/// Sits before the HTTP/1.1 decoder and tells the connection handler that bytes arrived, so a
+/// request head's clock starts at its first byte. It passes the bytes on untouched.
+final class ByteArrivalObserver: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let onBytes: () -> Void
+
+    init(onBytes: @escaping () -> Void) {
+        self.onBytes = onBytes
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        onBytes()
+        context.fireChannelRead(data)
+    }
+}
+
+@available(*, unavailable)
+extension ByteArrivalObserver: Sendable {}

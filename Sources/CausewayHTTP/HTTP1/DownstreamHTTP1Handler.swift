@@ -1,0 +1,289 @@
+import HTTPTypes
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypesHTTP1
+
+/// Turns an HTTP/1.1 connection into a sequence of `Exchange`s and writes their responses.
+///
+/// ```
+/// socket ─▶ ByteArrivalObserver ─▶ HTTPRequestDecoder ─▶ HTTPServerPipelineHandler ─▶ this
+/// ```
+/// NIO's pipeline handler holds pipelined requests back until the current response ends, so
+/// responses leave in request order. Reads are also held back here while the exchange does not
+/// want more request body (its upstream is full or not yet connected): that is the backpressure
+/// toward the client. Errors in the request's framing are answered with a JSON error and close.
+public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = HTTPServerRequestPart
+    public typealias OutboundIn = HTTPServerResponsePart
+    public typealias OutboundOut = HTTPServerResponsePart
+
+    public struct Configuration: Sendable {
+        public var idleTimeout: TimeAmount
+        public var headerTimeout: TimeAmount
+        public var secure: Bool
+
+        public init(idleTimeout: TimeAmount, headerTimeout: TimeAmount, secure: Bool = false) {
+            self.idleTimeout = idleTimeout
+            self.headerTimeout = headerTimeout
+            self.secure = secure
+        }
+    }
+
+    private let handler: any ExchangeHandler
+    private let configuration: Configuration
+    private var context: ChannelHandlerContext?
+    private var clientInfo = ClientInfo(address: "", scheme: "http")
+
+    private var exchange: Exchange?
+    private var requestVersion = HTTPVersion.http1_1
+    private var keepAlive = true
+    private var requestEnded = true
+    private var expectContinue = false
+    private var continueSent = false
+    private var wantsBody = true
+    private var readPending = false
+    private var closing = false
+
+    private var timer: ConnectionTimer
+    private var timerTask: Scheduled<Void>?
+
+    public init(handler: any ExchangeHandler, configuration: Configuration) {
+        self.handler = handler
+        self.configuration = configuration
+        self.timer = ConnectionTimer(now: .now(), idleTimeout: configuration.idleTimeout,
+                                     headerTimeout: configuration.headerTimeout)
+    }
+
+    /// The observer to put in front of the decoder; it reports byte arrival to this handler.
+    public func makeByteObserver() -> some ChannelInboundHandler {
+        ByteArrivalObserver { [unowned self] in
+            self.timer.bytesArrived(now: .now())
+        }
+    }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        let address = context.channel.remoteAddress?.ipAddress ?? ""
+        clientInfo = ClientInfo(address: address, scheme: configuration.secure ? "https" : "http")
+        if context.channel.isActive { armTimer(context: context) }
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        timerTask?.cancel()
+        timerTask = nil
+        self.context = nil
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        armTimer(context: context)
+        context.fireChannelActive()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        timerTask?.cancel()
+        timerTask = nil
+        if let exchange {
+            self.exchange = nil
+            exchange.downstreamClosed()
+        }
+        context.fireChannelInactive()
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            receiveHead(head, context: context)
+        case .body(let chunk):
+            exchange?.receiveRequestBody(chunk)
+        case .end(let trailers):
+            requestEnded = true
+            exchange?.receiveRequestEnd(trailers.map { HTTPFields($0, splitCookie: false) })
+        }
+    }
+
+    private func receiveHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        timer.headReceived()
+        requestVersion = head.version
+        keepAlive = head.isKeepAlive
+        requestEnded = false
+        continueSent = false
+        wantsBody = true
+        let framing = HTTP1Framing.check(head)
+        let request: HTTPRequest
+        do {
+            request = try HTTPRequest(head, secure: configuration.secure, splitCookie: false)
+        } catch {
+            rejectHead(.badRequest("invalid request line"), context: context)
+            return
+        }
+        let exchange = Exchange(request: request, requestBodyLength: framing.bodyLength, client: clientInfo,
+                                eventLoop: context.eventLoop, allocator: context.channel.allocator, downstream: self)
+        self.exchange = exchange
+        if framing.bodyLength == 0 { requestEnded = true }
+        if let error = framing.error {
+            keepAlive = false
+            exchange.requestID = RequestID.generate()
+            exchange.fail(error)
+            return
+        }
+        expectContinue = head.headers.contains(name: "expect")
+            && head.headers["expect"].contains { $0.lowercased() == "100-continue" }
+        if expectContinue { exchange.request.headerFields[.expect] = nil }
+        handler.handle(exchange)
+    }
+
+    /// A request so broken no exchange can carry it.
+    private func rejectHead(_ error: GatewayError, context: ChannelHandlerContext) {
+        keepAlive = false
+        let exchange = Exchange(request: HTTPRequest(method: .get, scheme: nil, authority: nil, path: "/"),
+                                requestBodyLength: 0, client: clientInfo, eventLoop: context.eventLoop,
+                                allocator: context.channel.allocator, downstream: self)
+        exchange.requestID = RequestID.generate()
+        self.exchange = exchange
+        exchange.fail(error)
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let parserError = error as? HTTPParserError else {
+            // I/O errors: the connection is gone or going; the exchange hears it on close.
+            context.close(promise: nil)
+            return
+        }
+        if exchange == nil || exchange?.responseState == .pending {
+            let gatewayError: GatewayError =
+                parserError == .headerOverflow ? .headersTooLarge : .badRequest("malformed request: \(parserError)")
+            if let exchange {
+                keepAlive = false
+                exchange.fail(gatewayError)
+            } else {
+                rejectHead(gatewayError, context: context)
+            }
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        exchange?.downstreamWritabilityChanged(context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    public func read(context: ChannelHandlerContext) {
+        if wantsBody || requestEnded {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            // The pipeline handler closes idle connections and marks the next response close.
+            closing = true
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    // MARK: Timers
+
+    private func armTimer(context: ChannelHandlerContext) {
+        guard timerTask == nil else { return }
+        schedule(at: timer.nextDeadline, context: context)
+    }
+
+    private func schedule(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        timerTask = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            self.timerTask = nil
+            self.timerFired()
+        }
+    }
+
+    private func timerFired() {
+        guard let context else { return }
+        switch timer.check(now: .now()) {
+        case .rearm(let deadline):
+            schedule(at: deadline, context: context)
+        case .closeIdle:
+            context.close(promise: nil)
+        case .requestTimeout:
+            rejectHead(.requestTimeout, context: context)
+        }
+    }
+}
+
+extension DownstreamHTTP1Handler: ExchangeDownstream {
+    public var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    public func writeResponseHead(_ response: HTTPResponse) {
+        guard let context else { return }
+        if !requestEnded && exchange?.responseState != .pending {
+            // Answered before the body was read (an error, or an upstream that did not wait):
+            // the rest of the body cannot be told apart from the next request, so close after.
+            keepAlive = false
+        }
+        var head = HTTPResponseHead(version: requestVersion,
+                                    status: HTTPResponseStatus(statusCode: response.status.code,
+                                                               reasonPhrase: response.status.reasonPhrase),
+                                    headers: HTTPHeaders(response.headerFields))
+        if requestVersion.minor == 0 && !head.headers.contains(name: "content-length") {
+            keepAlive = false  // HTTP/1.0 cannot chunk: the body ends when the connection does
+        }
+        if !keepAlive || closing {
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+        } else if requestVersion.minor == 0 {
+            head.headers.replaceOrAdd(name: "connection", value: "keep-alive")
+        }
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+    }
+
+    public func writeResponseBody(_ chunk: ByteBuffer) {
+        context?.write(wrapOutboundOut(.body(.byteBuffer(chunk))), promise: nil)
+    }
+
+    public func flushResponse() {
+        context?.flush()
+    }
+
+    public func writeResponseEnd(_ trailers: HTTPFields?) {
+        guard let context else { return }
+        exchange = nil
+        let close = !keepAlive || !requestEnded
+        timer.exchangeCompleted(now: .now())
+        if close {
+            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.writeAndFlush(wrapOutboundOut(.end(trailers.map(HTTPHeaders.init))))
+                .assumeIsolated().whenComplete { _ in loopBound.value.close(promise: nil) }
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(trailers.map(HTTPHeaders.init))), promise: nil)
+        }
+        wantsBody = true
+        if readPending {
+            readPending = false
+            context.read()
+        }
+    }
+
+    public func abortResponse() {
+        exchange = nil
+        context?.close(promise: nil)
+    }
+
+    public func setRequestBodyDemand(_ demand: Bool) {
+        guard let context, demand != wantsBody || (demand && expectContinue && !continueSent) else { return }
+        wantsBody = demand
+        if demand {
+            if expectContinue && !continueSent && !requestEnded {
+                continueSent = true
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: requestVersion, status: .continue))),
+                                      promise: nil)
+            }
+            if readPending {
+                readPending = false
+                context.read()
+            }
+        }
+    }
+}
+
+@available(*, unavailable)
+extension DownstreamHTTP1Handler: Sendable {}

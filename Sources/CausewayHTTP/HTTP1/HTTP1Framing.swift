@@ -1,0 +1,119 @@
+import HTTPTypes
+import NIOHTTP1
+
+/// Request framing checks that close the doors request smuggling uses (RFC 9112 §6.3, §11.2):
+/// a message with both Content-Length and Transfer-Encoding, differing Content-Lengths, a
+/// transfer coding other than chunked, or a missing or repeated Host is answered, never forwarded.
+/// (obs-fold line folding is already refused by the parser.)
+enum HTTP1Framing {
+    struct Verdict {
+        var error: GatewayError?
+        /// nil = chunked; 0 = no body.
+        var bodyLength: Int?
+    }
+
+    static func check(_ head: HTTPRequestHead) -> Verdict {
+        var contentLength: Int?
+        var contentLengthCount = 0
+        var transferEncoding: String?
+        var hostCount = 0
+        for (name, value) in head.headers {
+            switch name.utf8.count {
+            case 4 where name.caseInsensitiveEquals("host"):
+                hostCount += 1
+            case 14 where name.caseInsensitiveEquals("content-length"):
+                contentLengthCount += 1
+                // Repeated identical values (also "5, 5") are tolerated per RFC 9110 §8.6; others are not.
+                for part in value.split(separator: ",", omittingEmptySubsequences: false) {
+                    let trimmed = part.trimmingSpaces()
+                    guard !trimmed.isEmpty, trimmed.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+                        let length = Int(trimmed)
+                    else {
+                        return Verdict(error: .badRequest("invalid Content-Length"))
+                    }
+                    if let contentLength, contentLength != length {
+                        return Verdict(error: .badRequest("conflicting Content-Length values"))
+                    }
+                    contentLength = length
+                }
+            case 17 where name.caseInsensitiveEquals("transfer-encoding"):
+                if transferEncoding != nil {
+                    return Verdict(error: .badRequest("repeated Transfer-Encoding"))
+                }
+                transferEncoding = value
+            default:
+                continue
+            }
+        }
+        if head.version.major == 1 && head.version.minor >= 1 && hostCount == 0 {
+            return Verdict(error: .badRequest("missing Host header"))
+        }
+        if hostCount > 1 {
+            return Verdict(error: .badRequest("repeated Host header"))
+        }
+        if let transferEncoding {
+            if contentLengthCount > 0 {
+                return Verdict(error: .badRequest("both Content-Length and Transfer-Encoding"))
+            }
+            if head.version.minor == 0 || transferEncoding.trimmingSpaces().lowercased() != "chunked" {
+                return Verdict(error: .notImplemented)
+            }
+            return Verdict(bodyLength: nil)
+        }
+        return Verdict(bodyLength: contentLength ?? 0)
+    }
+}
+
+extension String {
+    /// ASCII case-insensitive comparison with a lower-case literal, without allocating.
+    func caseInsensitiveEquals(_ lowercase: StaticString) -> Bool {
+        guard utf8.count == lowercase.utf8CodeUnitCount else { return false }
+        var index = 0
+        for byte in utf8 {
+            let expected = lowercase.utf8Start[index]
+            let folded = byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
+            if folded != expected { return false }
+            index += 1
+        }
+        return true
+    }
+}
+
+extension StringProtocol {
+    func trimmingSpaces() -> Substring {
+        var slice = self[...]
+        while let first = slice.first, first == " " || first == "\t" { slice = slice.dropFirst() }
+        while let last = slice.last, last == " " || last == "\t" { slice = slice.dropLast() }
+        return Substring(slice)
+    }
+}
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1): they describe one connection and never cross a proxy.
+public enum HopByHop {
+    public static func strip(_ fields: inout HTTPFields) {
+        // Names listed in Connection are hop-by-hop too.
+        let connection = fields[values: .connection]
+        if !connection.isEmpty {
+            for value in connection {
+                for token in value.split(separator: ",") {
+                    if let name = HTTPField.Name(String(token.trimmingSpaces())) {
+                        fields[name] = nil
+                    }
+                }
+            }
+            fields[.connection] = nil
+        }
+        fields[.transferEncoding] = nil
+        fields[.te] = nil
+        fields[.upgrade] = nil
+        fields[keepAlive] = nil
+        fields[proxyConnection] = nil
+        fields[proxyAuthenticate] = nil
+        fields[proxyAuthorization] = nil
+    }
+
+    static let keepAlive = HTTPField.Name("keep-alive")!
+    static let proxyConnection = HTTPField.Name("proxy-connection")!
+    static let proxyAuthenticate = HTTPField.Name("proxy-authenticate")!
+    static let proxyAuthorization = HTTPField.Name("proxy-authorization")!
+}

@@ -1,0 +1,188 @@
+import NIOCore
+import NIOHTTP1
+
+/// What an upstream connection reports to the exchange it is serving.
+public protocol UpstreamResponseSink: AnyObject {
+    func upstreamResponseHead(_ head: HTTPResponseHead)
+    func upstreamResponseBody(_ chunk: ByteBuffer)
+    /// End of one read cycle: the moment to flush what was forwarded.
+    func upstreamReadComplete()
+    func upstreamResponseEnd(_ trailers: HTTPHeaders?)
+    /// The connection failed; `responseStarted` says whether a response head had arrived.
+    func upstreamFailed(_ error: UpstreamError, responseStarted: Bool)
+    func upstreamWritabilityChanged(_ writable: Bool)
+}
+
+public enum UpstreamError: Error, Sendable, Equatable {
+    case connectFailed(String)
+    case connectTimeout
+    case closedEarly
+    case invalidResponse(String)
+}
+
+/// One keep-alive HTTP/1.1 connection to an upstream, serving one exchange at a time.
+///
+/// ```
+/// pool ─lease─▶ this ─HTTPRequestEncoder─▶ socket ─HTTPResponseDecoder─▶ this ─▶ sink
+/// ```
+/// After a response ends it goes back to its pool if both sides allow keep-alive and the
+/// request was sent in full; otherwise it closes. Reads are held back while the sink's client
+/// cannot take more (response backpressure).
+public final class UpstreamHTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = HTTPClientResponsePart
+    public typealias OutboundIn = HTTPClientRequestPart
+    public typealias OutboundOut = HTTPClientRequestPart
+
+    enum State {
+        case idle
+        case active
+        case closed
+    }
+
+    public let id: Int
+    unowned(unsafe) let pool: HTTP1ConnectionPool
+    private var context: ChannelHandlerContext?
+    private var state = State.idle
+    private var sink: (any UpstreamResponseSink)?
+    private var requestSent = false
+    private var responseStarted = false
+    private var responseKeepAlive = true
+    private var wantsResponse = true
+    private var readPending = false
+    private(set) var idleSince: NIODeadline = .now()
+    /// Exchanges served, for tests and logs.
+    public private(set) var exchangesServed = 0
+
+    init(id: Int, pool: HTTP1ConnectionPool) {
+        self.id = id
+        self.pool = pool
+    }
+
+    public var isActive: Bool { state == .active }
+
+    // MARK: Driving an exchange (from the proxy)
+
+    /// Starts an exchange: writes the request head; the body follows through `writeBody`.
+    public func execute(_ head: HTTPRequestHead, hasBody: Bool, sink: any UpstreamResponseSink) {
+        guard let context, state == .idle else {
+            sink.upstreamFailed(.closedEarly, responseStarted: false)
+            return
+        }
+        state = .active
+        self.sink = sink
+        requestSent = false
+        responseStarted = false
+        responseKeepAlive = true
+        wantsResponse = true
+        exchangesServed += 1
+        if hasBody {
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            requestSent = true
+        }
+    }
+
+    public func writeBody(_ chunk: ByteBuffer) {
+        context?.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(chunk))), promise: nil)
+    }
+
+    public func writeEnd(_ trailers: HTTPHeaders?) {
+        requestSent = true
+        context?.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+    }
+
+    public var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    public func setResponseDemand(_ demand: Bool) {
+        wantsResponse = demand
+        if demand, readPending, let context {
+            readPending = false
+            context.read()
+        }
+    }
+
+    /// The exchange is over without a complete response: this connection's state is unknown, close it.
+    public func cancel() {
+        sink = nil
+        context?.close(promise: nil)
+    }
+
+    // MARK: Channel events
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            guard let sink else { return }
+            responseStarted = true
+            responseKeepAlive = head.isKeepAlive
+            sink.upstreamResponseHead(head)
+        case .body(let chunk):
+            sink?.upstreamResponseBody(chunk)
+        case .end(let trailers):
+            let sink = self.sink
+            self.sink = nil
+            if requestSent && responseKeepAlive {
+                state = .idle
+                idleSince = .now()
+                pool.connectionReleased(self, reusable: true)
+            } else {
+                // Not reusable: the upstream said close, or it answered before the whole
+                // request was sent and the rest of that request may still be in flight.
+                state = .closed
+                pool.connectionReleased(self, reusable: false)
+                context.close(promise: nil)
+            }
+            sink?.upstreamResponseEnd(trailers)
+        }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        sink?.upstreamReadComplete()
+        context.fireChannelReadComplete()
+    }
+
+    public func read(context: ChannelHandlerContext) {
+        if wantsResponse || state != .active {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        sink?.upstreamWritabilityChanged(context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is HTTPParserError, let sink {
+            self.sink = nil
+            sink.upstreamFailed(.invalidResponse("\(error)"), responseStarted: responseStarted)
+        }
+        context.close(promise: nil)
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        let previous = state
+        state = .closed
+        if let sink {
+            self.sink = nil
+            sink.upstreamFailed(.closedEarly, responseStarted: responseStarted)
+        }
+        pool.connectionClosed(self, previousState: previous)
+        context.fireChannelInactive()
+    }
+}
+
+@available(*, unavailable)
+extension UpstreamHTTP1Connection: Sendable {}

@@ -1,0 +1,171 @@
+import CausewayConfig
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// An endpoint with its address resolved once, at start-up, off the request path.
+public struct UpstreamEndpoint: Sendable, Hashable {
+    public var address: SocketAddress
+    /// "host:port" as configured, for logs and errors.
+    public var label: String
+    public var weight: Int
+
+    public init(address: SocketAddress, label: String, weight: Int) {
+        self.address = address
+        self.label = label
+        self.weight = weight
+    }
+}
+
+/// Who waits for a connection that is not there yet.
+public protocol PoolWaiter: AnyObject {
+    func poolLeased(_ connection: UpstreamHTTP1Connection)
+    func poolFailed(_ error: UpstreamError)
+}
+
+/// HTTP/1.1 keep-alive connections to one endpoint, owned by one event loop.
+///
+/// Only the owning loop touches it: connections come up on that loop (the bootstrap's group is
+/// the loop itself), so an exchange and its upstream socket always share a thread and no lock
+/// or hop is needed. Decisions are `HTTP1PoolStateMachine`'s; this class runs its actions.
+public final class HTTP1ConnectionPool {
+    public enum LeaseResult {
+        case leased(UpstreamHTTP1Connection)
+        /// Queued; keep the id to cancel.
+        case pending(Int)
+        case rejected
+    }
+
+    public let endpoint: UpstreamEndpoint
+    public let eventLoop: any EventLoop
+    let config: PoolConfig
+    private var state: HTTP1PoolStateMachine
+    private var connections: [Int: UpstreamHTTP1Connection] = [:]
+    private var waiters: [Int: any PoolWaiter] = [:]
+    private var nextWaiterID = 0
+    private var idleTimers: [Int: Scheduled<Void>] = [:]
+    /// Connections opened over the pool's life, for tests and metrics.
+    public private(set) var connectionsOpened = 0
+
+    public init(endpoint: UpstreamEndpoint, config: PoolConfig, eventLoop: any EventLoop) {
+        self.endpoint = endpoint
+        self.config = config
+        self.eventLoop = eventLoop
+        self.state = HTTP1PoolStateMachine(maxConnections: config.maxConnections, maxPending: config.maxPending)
+    }
+
+    public var openConnections: Int { state.openConnections }
+
+    public func lease(_ waiter: any PoolWaiter) -> LeaseResult {
+        nextWaiterID &+= 1
+        let waiterID = nextWaiterID
+        switch state.lease(waiterID) {
+        case .use(let id):
+            guard let connection = connections[id] else { return .rejected }
+            return .leased(connection)
+        case .connect(let id):
+            waiters[waiterID] = waiter
+            connect(id)
+            return .pending(waiterID)
+        case .wait:
+            waiters[waiterID] = waiter
+            return .pending(waiterID)
+        case .reject:
+            return .rejected
+        }
+    }
+
+    public func cancel(waiter id: Int) {
+        if state.cancel(id) { waiters[id] = nil }
+    }
+
+    func connectionReleased(_ connection: UpstreamHTTP1Connection, reusable: Bool) {
+        if !reusable { connections[connection.id] = nil }
+        run(state.released(connection.id, reusable: reusable))
+    }
+
+    func connectionClosed(_ connection: UpstreamHTTP1Connection, previousState: UpstreamHTTP1Connection.State) {
+        guard connections.removeValue(forKey: connection.id) != nil else { return }
+        idleTimers.removeValue(forKey: connection.id)?.cancel()
+        switch previousState {
+        case .idle: run(state.idleClosed(connection.id))
+        case .active: run(state.released(connection.id, reusable: false))
+        case .closed: break
+        }
+    }
+
+    private func run(_ action: HTTP1PoolStateMachine.Action) {
+        switch action {
+        case .none:
+            break
+        case .use(let id, let waiterID):
+            guard let connection = connections[id], let waiter = waiters.removeValue(forKey: waiterID) else { return }
+            waiter.poolLeased(connection)
+        case .park(let id):
+            armIdleTimer(id)
+        case .connect(let id):
+            connect(id)
+        case .fail(let waiterID):
+            waiters.removeValue(forKey: waiterID)?.poolFailed(lastConnectError)
+        }
+    }
+
+    private var lastConnectError = UpstreamError.connectFailed("connection failed")
+
+    private func connect(_ id: Int) {
+        connectionsOpened += 1
+        let loopBoundSelf = NIOLoopBound(self, eventLoop: eventLoop)
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(TimeAmount(config.connectTimeout))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                let pool = loopBoundSelf.value
+                let connection = UpstreamHTTP1Connection(id: id, pool: pool)
+                do {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .dropBytes)
+                    try channel.pipeline.syncOperations.addHandler(connection)
+                    pool.connections[id] = connection
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+            }
+            .connect(to: endpoint.address)
+            .assumeIsolated()
+            .whenComplete { result in
+                let pool = loopBoundSelf.value
+                switch result {
+                case .success:
+                    pool.run(pool.state.connected(id))
+                case .failure(let error):
+                    pool.connections[id] = nil
+                    if case ChannelError.connectTimeout = error {
+                        pool.lastConnectError = .connectTimeout
+                    } else {
+                        pool.lastConnectError = .connectFailed("\(error)")
+                    }
+                    pool.run(pool.state.connectFailed())
+                }
+            }
+    }
+
+    /// Idle connections close after `idle_timeout`. The timer is re-armed lazily: a connection
+    /// that is reused keeps its timer, which looks again when it fires.
+    private func armIdleTimer(_ id: Int) {
+        guard idleTimers[id] == nil, let connection = connections[id] else { return }
+        let timeout = TimeAmount(config.idleTimeout)
+        idleTimers[id] = eventLoop.assumeIsolated().scheduleTask(deadline: connection.idleSince + timeout) { [self] in
+            idleTimers[id] = nil
+            guard let connection = connections[id] else { return }
+            if connection.isActive { return }  // re-armed when it is parked again
+            if NIODeadline.now() >= connection.idleSince + timeout {
+                connection.cancel()
+            } else {
+                armIdleTimer(id)
+            }
+        }
+    }
+}
+
+@available(*, unavailable)
+extension HTTP1ConnectionPool: Sendable {}

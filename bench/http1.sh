@@ -1,0 +1,610 @@
+#!/usr/bin/env bash
+# HTTP/1.1 reverse-proxy benchmark: nginx vs HAProxy vs Causeway.
+#
+# Method
+#   * One upstream (nginx, 1 worker, fixed 20-byte body) on 127.0.0.1:18090.
+#   * Each proxy listens on its own port and forwards everything to the
+#     upstream over keep-alive connections:
+#       nginx    18091   HAProxy  18092   Causeway 18093 (admin 18094)
+#     All proxies run with a single worker / thread.
+#   * CPU placement: every proxy is pinned to CPU 0; wrk and the upstream
+#     share CPU 1 (taskset). On a 2-core machine wrk and the upstream are
+#     what caps throughput, so req/s and latency are only indicative. The
+#     figure to compare is the proxy's OWN CPU time per request:
+#         (utime+stime of the proxy process after - before) / requests
+#     read from /proc/PID/stat (fields 14+15, clock ticks, summed over all
+#     threads by the kernel). For nginx that is the worker process, for
+#     HAProxy and Causeway the main process.
+#   * Each proxy is warmed up for 2 s, then measured in `rounds`
+#     interleaved rounds (nginx, haproxy, causeway, nginx, ...) of
+#     `wrk -t1 -c CONNECTIONS -d DURATION --latency`. Medians are reported.
+#   * Efficiency vs X = cost(X) / cost(proxy): > 1 means the proxy needs
+#     less CPU per request than X.
+#
+# Usage: bench/http1.sh [--duration 10] [--rounds 3] [--connections 50]
+#                       [--causeway PATH] [--no-build] [--only LIST]
+set -euo pipefail
+
+export PATH="$PATH:/usr/sbin:/sbin"
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+
+UPSTREAM_PORT=18090
+declare -A PORT=([nginx]=18091 [haproxy]=18092 [causeway]=18093)
+CAUSEWAY_ADMIN_PORT=18094
+ALL_PROXIES=(nginx haproxy causeway)
+
+DURATION=10
+ROUNDS=3
+CONNECTIONS=50
+CAUSEWAY_BIN="$REPO_ROOT/.build/release/causeway"
+BUILD=1
+PROXIES=("${ALL_PROXIES[@]}")
+
+TMP=""
+STARTED_PIDS=()           # every long-running process we started
+WRK_PID=""                # the wrk run in progress, if any
+declare -A MAIN_PID=()    # proxy name -> process launched
+declare -A MEASURE_PID=() # proxy name -> process whose CPU time is measured
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+    cat <<EOF
+
+Options:
+  --duration SECONDS     length of each measurement (default $DURATION)
+  --rounds N             interleaved rounds per proxy (default $ROUNDS)
+  --connections N        wrk connections (default $CONNECTIONS)
+  --causeway PATH        causeway binary (default .build/release/causeway)
+  --no-build             never run 'swift build'; fail if the binary is missing
+  --only LIST            comma list of proxies to run (default nginx,haproxy,causeway)
+EOF
+}
+
+# ---------------------------------------------------------------- arguments
+
+parse_args() {
+    while (($#)); do
+        case "$1" in
+            --duration)    DURATION="${2:?--duration needs a value}"; shift 2 ;;
+            --rounds)      ROUNDS="${2:?--rounds needs a value}"; shift 2 ;;
+            --connections) CONNECTIONS="${2:?--connections needs a value}"; shift 2 ;;
+            --causeway)    CAUSEWAY_BIN="${2:?--causeway needs a value}"; shift 2 ;;
+            --no-build)    BUILD=0; shift ;;
+            --only)        IFS=',' read -ra PROXIES <<<"${2:?--only needs a value}"; shift 2 ;;
+            -h|--help)     usage; exit 0 ;;
+            *)             usage >&2; die "unknown argument: $1" ;;
+        esac
+    done
+    local n
+    for n in "$DURATION" "$ROUNDS" "$CONNECTIONS"; do
+        [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "expected a positive integer, got '$n'"
+    done
+    ((${#PROXIES[@]})) || die "--only: empty list"
+    local p
+    for p in "${PROXIES[@]}"; do
+        [[ -n "${PORT[$p]:-}" ]] || die "--only: unknown proxy '$p' (known: ${ALL_PROXIES[*]})"
+    done
+    # Keep the canonical order whatever order --only used.
+    local ordered=()
+    for p in "${ALL_PROXIES[@]}"; do
+        [[ " ${PROXIES[*]} " == *" $p "* ]] && ordered+=("$p")
+    done
+    PROXIES=("${ordered[@]}")
+    # Resolve a relative --causeway against the caller's directory.
+    [[ "$CAUSEWAY_BIN" == /* ]] || CAUSEWAY_BIN="$PWD/$CAUSEWAY_BIN"
+}
+
+selected() { [[ " ${PROXIES[*]} " == *" $1 "* ]]; }
+
+# ---------------------------------------------------------------- setup
+
+as_root() { if ((EUID == 0)); then "$@"; else sudo "$@"; fi; }
+
+install_tools() {
+    local missing=() tool
+    for tool in nginx wrk taskset curl python3; do
+        command -v "$tool" >/dev/null || missing+=("$tool")
+    done
+    if selected haproxy && ! command -v haproxy >/dev/null; then missing+=(haproxy); fi
+    ((${#missing[@]})) || return 0
+    local pkgs=() t
+    for t in "${missing[@]}"; do
+        case "$t" in
+            taskset) pkgs+=(util-linux) ;;
+            *)       pkgs+=("$t") ;;
+        esac
+    done
+    log "installing: ${pkgs[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+}
+
+check_cpus() {
+    local n
+    n=$(nproc --all)
+    ((n >= 2)) || die "need at least 2 CPUs (proxy on CPU 0, wrk+upstream on CPU 1); have $n"
+    ((n == 2)) || log "note: $n CPUs present; still using only CPU 0 (proxy) and CPU 1 (wrk+upstream)"
+}
+
+build_causeway() {
+    selected causeway || return 0
+    [[ -x "$CAUSEWAY_BIN" ]] && return 0
+    ((BUILD)) || die "causeway binary not found at $CAUSEWAY_BIN (and --no-build given)"
+    [[ "$CAUSEWAY_BIN" == "$REPO_ROOT/.build/release/causeway" ]] \
+        || die "causeway binary not found at $CAUSEWAY_BIN"
+    log "building causeway (swift build -c release --product causeway)"
+    swift build -c release --product causeway --package-path "$REPO_ROOT"
+    [[ -x "$CAUSEWAY_BIN" ]] || die "build finished but $CAUSEWAY_BIN is missing"
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+check_ports() {
+    local ports=("$UPSTREAM_PORT") p
+    for p in "${PROXIES[@]}"; do ports+=("${PORT[$p]}"); done
+    selected causeway && ports+=("$CAUSEWAY_ADMIN_PORT")
+    for p in "${ports[@]}"; do
+        ! port_in_use "$p" || die "port $p is already in use"
+    done
+}
+
+# ---------------------------------------------------------------- processes
+
+# All descendants of a PID (children first level, then theirs, ...).
+descendants() {
+    local child
+    for child in $(pgrep -P "$1" || true); do
+        echo "$child"
+        descendants "$child"
+    done
+}
+
+# True if PID exists and is not a zombie (an exited child we have not
+# reaped yet still answers kill -0).
+alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ "${stat:0:1}" != Z ]]
+}
+
+any_alive() {
+    local v
+    for v in "$@"; do alive "$v" && return 0; done
+    return 1
+}
+
+kill_tree() {
+    local pid=$1 victims v i
+    alive "$pid" || { wait "$pid" 2>/dev/null || true; return 0; }
+    victims=("$pid" $(descendants "$pid"))
+    kill -TERM "${victims[@]}" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        any_alive "${victims[@]}" || break
+        sleep 0.1
+    done
+    for v in "${victims[@]}"; do
+        alive "$v" && kill -KILL "$v" 2>/dev/null || true
+    done
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? i
+    trap - EXIT INT TERM
+    [[ -n "$WRK_PID" ]] && kill_tree "$WRK_PID"
+    for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
+        kill_tree "${STARTED_PIDS[i]}"
+    done
+    [[ -n "$TMP" && -d "$TMP" ]] && rm -rf "$TMP"
+    exit "$rc"
+}
+
+# start NAME CPU CMD... : run CMD in the background pinned to CPU, output to
+# $TMP/NAME.log. Sets LAST_PID (taskset execs, so it is the command's PID).
+start() {
+    local name=$1 cpu=$2; shift 2
+    taskset -c "$cpu" "$@" >"$TMP/$name.log" 2>&1 &
+    LAST_PID=$!
+    STARTED_PIDS+=("$LAST_PID")
+}
+
+proxy_failed() {
+    local name=$1 why=$2 f
+    log "$name failed: $why"
+    for f in "$TMP/$name".log "$TMP/$name"-error.log; do
+        [[ -s "$f" ]] || continue
+        printf -- '----- %s -----\n' "${f##*/}" >&2
+        tail -n 50 "$f" >&2
+    done
+    exit 1
+}
+
+# wait_ready NAME PID PORT: poll until http://127.0.0.1:PORT/ answers 2xx.
+wait_ready() {
+    local name=$1 pid=$2 port=$3 i
+    for ((i = 0; i < 200; i++)); do
+        alive "$pid" || proxy_failed "$name" "process exited"
+        curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$port/" && return 0
+        sleep 0.1
+    done
+    proxy_failed "$name" "no 2xx answer on port $port within 20 s"
+}
+
+# ---------------------------------------------------------------- configs
+
+nginx_common() {  # $1 = instance name
+    cat <<EOF
+worker_processes 1;
+daemon off;
+pid $TMP/$1.pid;
+error_log $TMP/$1-error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+
+nginx_temp_paths() {  # $1 = instance name
+    local t="$TMP/$1-temp"
+    cat <<EOF
+    client_body_temp_path $t/client_body;
+    proxy_temp_path       $t/proxy;
+    fastcgi_temp_path     $t/fastcgi;
+    uwsgi_temp_path       $t/uwsgi;
+    scgi_temp_path        $t/scgi;
+EOF
+}
+
+write_upstream_conf() {
+    {
+        nginx_common upstream
+        cat <<EOF
+http {
+    access_log off;
+    keepalive_requests 1000000;
+$(nginx_temp_paths upstream)
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT;
+        location / {
+            default_type text/plain;
+            return 200 "hello from upstream\n";
+        }
+    }
+}
+EOF
+    } >"$TMP/upstream.conf"
+}
+
+write_nginx_proxy_conf() {
+    {
+        nginx_common nginx
+        cat <<EOF
+http {
+    access_log off;
+    keepalive_requests 1000000;
+$(nginx_temp_paths nginx)
+    upstream origin {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:${PORT[nginx]};
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    } >"$TMP/nginx.conf"
+}
+
+write_haproxy_conf() {
+    cat >"$TMP/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096  # needs ~2x FDs; keep under common hard limits
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+
+frontend bench
+    bind 127.0.0.1:${PORT[haproxy]}
+    default_backend origin
+
+backend origin
+    server upstream 127.0.0.1:$UPSTREAM_PORT
+EOF
+}
+
+write_causeway_conf() {
+    cat >"$TMP/causeway.yaml" <<EOF
+server: {workers: 1, admin: {address: 127.0.0.1:$CAUSEWAY_ADMIN_PORT}}
+listeners: [{name: bench, address: 127.0.0.1:${PORT[causeway]}}]
+upstreams: {origin: {endpoints: [{address: 127.0.0.1:$UPSTREAM_PORT}], pool: {max_connections: 256}}}
+routes: [{name: all, match: {path_prefix: /}, upstream: origin}]
+EOF
+}
+
+# ---------------------------------------------------------------- launching
+
+# nginx -e makes even pre-config errors go to our log, not /var/log/nginx.
+run_nginx() {  # $1 = instance name, $2 = cpu
+    mkdir -p "$TMP/$1-temp"  # nginx creates the leaf temp dirs, not parents
+    start "$1" "$2" nginx -p "$TMP/" -e "$TMP/$1-error.log" -c "$TMP/$1.conf"
+}
+
+start_upstream() {
+    write_upstream_conf
+    run_nginx upstream 1
+    local pid=$LAST_PID
+    wait_ready upstream "$pid" "$UPSTREAM_PORT"
+    log "upstream nginx ready on :$UPSTREAM_PORT (pid $pid, CPU 1)"
+}
+
+start_nginx() {
+    write_nginx_proxy_conf
+    run_nginx nginx 0
+    local master=$LAST_PID worker i
+    wait_ready nginx "$master" "${PORT[nginx]}"
+    for ((i = 0; i < 50; i++)); do
+        worker=$(pgrep -P "$master" | awk 'NR == 1' || true)
+        [[ -n "$worker" ]] && break
+        sleep 0.1
+    done
+    [[ -n "$worker" ]] || proxy_failed nginx "no worker process under master $master"
+    MAIN_PID[nginx]=$master
+    MEASURE_PID[nginx]=$worker
+}
+
+start_haproxy() {
+    write_haproxy_conf
+    haproxy -c -q -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 \
+        || proxy_failed haproxy "configuration check failed"
+    start haproxy 0 haproxy -db -f "$TMP/haproxy.cfg"
+    MAIN_PID[haproxy]=$LAST_PID
+    MEASURE_PID[haproxy]=$LAST_PID
+    wait_ready haproxy "$LAST_PID" "${PORT[haproxy]}"
+}
+
+start_causeway() {
+    write_causeway_conf
+    start causeway 0 "$CAUSEWAY_BIN" run --config "$TMP/causeway.yaml" --log-level warning
+    MAIN_PID[causeway]=$LAST_PID
+    MEASURE_PID[causeway]=$LAST_PID
+    wait_ready causeway "$LAST_PID" "${PORT[causeway]}"
+}
+
+start_proxies() {
+    local p
+    for p in "${PROXIES[@]}"; do
+        "start_$p"
+        log "$p ready on :${PORT[$p]} (pid ${MAIN_PID[$p]}, measuring pid ${MEASURE_PID[$p]}, CPU 0)"
+    done
+}
+
+# ---------------------------------------------------------------- measuring
+
+# utime + stime of a process in clock ticks. The comm field (2) may contain
+# spaces, so split after the last ')': field 3 is then index 0, so fields
+# 14 and 15 are indexes 11 and 12.
+cpu_ticks() {
+    local stat rest f
+    stat=$(<"/proc/$1/stat") || die "process $1 is gone"
+    rest=${stat##*) }
+    read -ra f <<<"$rest"
+    echo $((f[11] + f[12]))
+}
+
+# run_wrk PORT SECONDS OUTFILE: wrk pinned to CPU 1 (backgrounded so the
+# EXIT trap can kill it if we are interrupted).
+run_wrk() {
+    taskset -c 1 wrk -t1 -c "$CONNECTIONS" -d "${2}s" --latency \
+        "http://127.0.0.1:$1/" >"$3" 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID" || { cat "$3" >&2; die "wrk failed against port $1"; }
+    WRK_PID=""
+}
+
+warm_up() {
+    local p
+    for p in "${PROXIES[@]}"; do
+        log "warming up $p (2 s)"
+        run_wrk "${PORT[$p]}" 2 "$TMP/warmup-$p.txt"
+    done
+}
+
+# measure PROXY ROUND: appends one TSV row to $TMP/results.tsv
+measure() {
+    local p=$1 round=$2 pid=${MEASURE_PID[$1]} out="$TMP/wrk-$1-$2.txt"
+    local before after row line
+    alive "${MAIN_PID[$p]}" || proxy_failed "$p" "process died before round $round"
+    before=$(cpu_ticks "$pid")
+    run_wrk "${PORT[$p]}" "$DURATION" "$out"
+    after=$(cpu_ticks "$pid")
+    row=$(python3 "$TMP/bench.py" parse "$out") || { cat "$out" >&2; die "cannot parse wrk output"; }
+    line=$(printf '%s\t%s\t%s\t%s' "$p" "$round" "$((after - before))" "$row")
+    echo "$line" >>"$TMP/results.tsv"
+    python3 "$TMP/bench.py" progress "$CLK_TCK" <<<"$line" >&2
+}
+
+run_rounds() {
+    local r p
+    printf 'proxy\tround\tcpu_ticks\trequests\trps\tp99_ms\terrors\n' >"$TMP/results.tsv"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for p in "${PROXIES[@]}"; do
+            measure "$p" "$r"
+        done
+    done
+}
+
+# ---------------------------------------------------------------- python helpers
+
+write_helpers() {
+    cat >"$TMP/bench.py" <<'PY'
+import re, statistics, sys
+
+UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+def parse(path):
+    text = open(path).read()
+    req = re.search(r"^\s*(\d+) requests in ", text, re.M)
+    rps = re.search(r"^Requests/sec:\s*([\d.]+)", text, re.M)
+    p99 = re.search(r"^\s*99(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.M)
+    if not (req and rps and p99):
+        sys.exit("unparseable wrk output")
+    errors = 0
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if sock:
+        errors += sum(int(x) for x in sock.groups())
+    p99_ms = float(p99.group(1)) * UNITS_MS[p99.group(2)]
+    print(f"{req.group(1)}\t{rps.group(1)}\t{p99_ms:.3f}\t{errors}")
+
+def cost_us(ticks, requests, clk_tck):
+    return ticks / clk_tck / requests * 1e6 if requests else float("nan")
+
+def progress(clk_tck):
+    p, rnd, ticks, req, rps, p99, err = sys.stdin.read().split("\t")
+    c = cost_us(int(ticks), int(req), clk_tck)
+    extra = f", {err.strip()} errors" if int(err) else ""
+    print(f"[bench] round {rnd} {p:<9} {float(rps):>10.0f} req/s  p99 {float(p99):7.2f} ms"
+          f"  cpu {c:6.2f} us/req{extra}")
+
+def fmt(x, spec):
+    return "n/a" if x is None or x != x else format(x, spec)
+
+def report(tsv, clk_tck, md_path, header):
+    rows = [l.rstrip("\n").split("\t") for l in open(tsv)][1:]
+    order, runs = [], {}
+    for p, rnd, ticks, req, rps, p99, err in rows:
+        if p not in runs:
+            order.append(p); runs[p] = []
+        runs[p].append(dict(round=int(rnd), ticks=int(ticks), req=int(req), rps=float(rps),
+                            p99=float(p99), err=int(err), cost=cost_us(int(ticks), int(req), clk_tck)))
+    med = {p: dict(rps=statistics.median(r["rps"] for r in rs),
+                   p99=statistics.median(r["p99"] for r in rs),
+                   cost=statistics.median(r["cost"] for r in rs),
+                   err=sum(r["err"] for r in rs)) for p, rs in runs.items()}
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    cols = ["proxy", "req/s (median)", "p99 ms (median)", "CPU µs/request (median)",
+            "efficiency vs nginx", "efficiency vs haproxy", "p99 vs nginx"]
+    table = []
+    for p in order:
+        m = med[p]
+        table.append([p, fmt(m["rps"], ".0f"), fmt(m["p99"], ".2f"), fmt(m["cost"], ".2f"),
+                      fmt(ratio(med.get("nginx", {}).get("cost"), m["cost"]), ".2f"),
+                      fmt(ratio(med.get("haproxy", {}).get("cost"), m["cost"]), ".2f"),
+                      fmt(ratio(m["p99"], med.get("nginx", {}).get("p99")), ".2f")])
+
+    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(cols)]
+    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w)
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    print(line(cols)); print(line(["-" * w for w in widths]))
+    for r in table:
+        print(line(r))
+    warnings = [f"{p}: {med[p]['err']} wrk errors (non-2xx/3xx or socket errors) over all rounds"
+                for p in order if med[p]["err"]]
+    for w in warnings:
+        print("WARNING: " + w)
+
+    with open(md_path, "w") as f:
+        f.write(header.replace("\\n", "\n") + "\n")
+        f.write("| " + " | ".join(cols) + " |\n")
+        f.write("|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|\n")
+        for r in table:
+            f.write("| " + " | ".join(r) + " |\n")
+        for w in warnings:
+            f.write(f"\n**Warning:** {w}\n")
+        f.write("\nEfficiency = cost(reference) / cost(proxy); > 1 means less CPU per request "
+                "than the reference. p99 vs nginx = p99(proxy) / p99(nginx).\n")
+        f.write("\n### Per-round data\n\n| proxy | round | requests | req/s | p99 ms | "
+                "CPU ticks | CPU µs/request | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+        for rnd in sorted({r["round"] for rs in runs.values() for r in rs}):
+            for p in order:
+                for r in runs[p]:
+                    if r["round"] == rnd:
+                        f.write(f"| {p} | {rnd} | {r['req']} | {r['rps']:.0f} | {r['p99']:.2f} | "
+                                f"{r['ticks']} | {fmt(r['cost'], '.2f')} | {r['err']} |\n")
+
+cmd = sys.argv[1]
+if cmd == "parse":
+    parse(sys.argv[2])
+elif cmd == "progress":
+    progress(int(sys.argv[2]))
+elif cmd == "report":
+    report(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5])
+PY
+}
+
+# ---------------------------------------------------------------- report
+
+versions() {
+    local v
+    # wrk -v exits 1, so none of these may fail the script.
+    v="nginx $( (nginx -v 2>&1 || true) | sed 's/.*nginx\///')"
+    selected haproxy && v+=", $( (haproxy -v || true) | awk 'NR == 1 {print "HAProxy " $3}')"
+    v+=", $( (wrk -v 2>&1 || true) | awk 'NR == 1 {print $1, $2}')"
+    selected causeway && v+=", causeway $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "$v"
+}
+
+report() {
+    local stamp md cpu header
+    stamp=$(date +%Y-%m-%d-%H%M%S)
+    mkdir -p "$BENCH_DIR/results"
+    md="$BENCH_DIR/results/http1-$stamp.md"
+    cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo || true)
+    header="# HTTP/1.1 proxy benchmark, $stamp\\n"
+    header+="\\n- duration ${DURATION}s, rounds $ROUNDS, connections $CONNECTIONS, wrk -t1"
+    header+="\\n- proxy on CPU 0; wrk + upstream nginx on CPU 1 ($(nproc --all) CPUs: ${cpu:-unknown})"
+    header+="\\n- $(versions)"
+    header+="\\n- kernel $(uname -r), CLK_TCK $CLK_TCK\\n"
+    echo
+    python3 "$TMP/bench.py" report "$TMP/results.tsv" "$CLK_TCK" "$md" "$header"
+    echo
+    log "markdown written to ${md#"$REPO_ROOT"/}"
+}
+
+# ---------------------------------------------------------------- main
+
+main() {
+    parse_args "$@"
+    install_tools
+    check_cpus
+    build_causeway
+    check_ports
+
+    CLK_TCK=$(getconf CLK_TCK)
+    TMP=$(mktemp -d "${TMPDIR:-/tmp}/causeway-bench.XXXXXX")
+    chmod 755 "$TMP"  # nginx workers may run as 'nobody' when started as root
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+
+    write_helpers
+    start_upstream
+    start_proxies
+    warm_up
+    run_rounds
+    report
+}
+
+main "$@"
