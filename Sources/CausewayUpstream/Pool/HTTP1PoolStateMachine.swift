@@ -47,16 +47,20 @@ public struct HTTP1PoolStateMachine: Sendable {
 
     public var openConnections: Int { idle.count + leased + connecting }
 
+    /// Without an idle connection, a lease opens a new one while under `maxConnections`;
+    /// `maxPending` bounds only the waiters that no connection is coming up for.
     public mutating func lease(_ waiter: WaiterID) -> LeaseAction {
         if let connection = idle.popLast() {  // most recently used first: warm, and lets the rest idle out
             leased += 1
             return .use(connection)
         }
-        guard waiters.count < maxPending else { return .reject }
-        waiters.append(waiter)
-        if openConnections < maxConnections && connecting < waiters.count {
+        if openConnections < maxConnections {
+            waiters.append(waiter)
             return .connect(newConnection())
         }
+        // Every connection is busy or coming up: queue, up to max_pending beyond those coming up.
+        guard waiters.count - connecting < maxPending else { return .reject }
+        waiters.append(waiter)
         return .wait
     }
 
