@@ -93,7 +93,7 @@ public final class GatewayServer: Sendable {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(handler.makeByteObserver())
                     try sync.configureHTTPServerPipeline(
-                        withPipeliningAssistance: true, withErrorHandling: false, withOutboundHeaderValidation: false,
+                        withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
                         withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
                     try sync.addHandler(handler)
                 }

@@ -6,12 +6,14 @@ import NIOHTTPTypesHTTP1
 /// Turns an HTTP/1.1 connection into a sequence of `Exchange`s and writes their responses.
 ///
 /// ```
-/// socket ─▶ ByteArrivalObserver ─▶ HTTPRequestDecoder ─▶ HTTPServerPipelineHandler ─▶ this
+/// socket ─▶ ByteArrivalObserver ─▶ HTTPRequestDecoder ─▶ this ─▶ Exchange
 /// ```
-/// NIO's pipeline handler holds pipelined requests back until the current response ends, so
-/// responses leave in request order. Reads are also held back here while the exchange does not
-/// want more request body (its upstream is full or not yet connected): that is the backpressure
-/// toward the client. Errors in the request's framing are answered with a JSON error and close.
+/// Pipelined requests are held here until the current response ends, so responses leave in
+/// request order; socket reads stop meanwhile. Reads are also held back while the exchange does
+/// not want more request body (its upstream is full or not yet connected): that is the
+/// backpressure toward the client. (NIO's HTTPServerPipelineHandler does the first job but
+/// forbids answering before a request is complete, which 413, 408 and early upstream answers
+/// need.) Errors in the request's framing are answered with a JSON error, then the connection closes.
 public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = HTTPServerRequestPart
     public typealias OutboundIn = HTTPServerResponsePart
@@ -43,6 +45,14 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
     private var wantsBody = true
     private var readPending = false
     private var closing = false
+    /// Parts (and errors) of requests that arrived while a response was still pending.
+    private var held = CircularBuffer<HeldEvent>()
+    private var replaying = false
+
+    private enum HeldEvent {
+        case part(HTTPServerRequestPart)
+        case error(any Error)
+    }
 
     private var timer: ConnectionTimer
     private var timerTask: Scheduled<Void>?
@@ -90,7 +100,22 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        if isHoldingNextRequest {
+            held.append(.part(part))
+        } else {
+            receive(part, context: context)
+        }
+    }
+
+    /// While a response is pending and its request has fully arrived, what comes next belongs
+    /// to the next request.
+    private var isHoldingNextRequest: Bool {
+        (exchange != nil && requestEnded) || !held.isEmpty
+    }
+
+    private func receive(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
         case .head(let head):
             receiveHead(head, context: context)
         case .body(let chunk):
@@ -98,6 +123,25 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
         case .end(let trailers):
             requestEnded = true
             exchange?.receiveRequestEnd(trailers.map { HTTPFields($0, splitCookie: false) })
+        }
+    }
+
+    /// After a response ends: run the held parts until one of them starts a new exchange that
+    /// must wait, then let the socket be read again.
+    private func replayHeld(context: ChannelHandlerContext) {
+        guard !replaying else { return }
+        replaying = true
+        defer { replaying = false }
+        while exchange == nil || !requestEnded, let event = held.popFirst() {
+            switch event {
+            case .part(let part): receive(part, context: context)
+            case .error(let error): handleError(error, context: context)
+            }
+            if self.context == nil { return }
+        }
+        if held.isEmpty && readPending && (exchange == nil || wantsBody) {
+            readPending = false
+            context.read()
         }
     }
 
@@ -144,11 +188,20 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if isHoldingNextRequest && error is HTTPParserError {
+            held.append(.error(error))
+        } else {
+            handleError(error, context: context)
+        }
+    }
+
+    private func handleError(_ error: any Error, context: ChannelHandlerContext) {
         guard let parserError = error as? HTTPParserError else {
             // I/O errors: the connection is gone or going; the exchange hears it on close.
             context.close(promise: nil)
             return
         }
+        held.removeAll()
         if exchange == nil || exchange?.responseState == .pending {
             let gatewayError: GatewayError =
                 parserError == .headerOverflow ? .headersTooLarge : .badRequest("malformed request: \(parserError)")
@@ -169,7 +222,8 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
     }
 
     public func read(context: ChannelHandlerContext) {
-        if wantsBody || requestEnded {
+        let canRead = exchange == nil ? held.isEmpty : (!requestEnded && wantsBody)
+        if canRead {
             context.read()
         } else {
             readPending = true
@@ -178,8 +232,10 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
-            // The pipeline handler closes idle connections and marks the next response close.
+            // Shutdown: an idle connection closes now, a busy one after its response.
             closing = true
+            if exchange == nil && timer.isIdle { context.close(promise: nil) }
+            return
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -247,20 +303,19 @@ extension DownstreamHTTP1Handler: ExchangeDownstream {
     public func writeResponseEnd(_ trailers: HTTPFields?) {
         guard let context else { return }
         exchange = nil
-        let close = !keepAlive || !requestEnded
+        let close = !keepAlive || !requestEnded || closing
         timer.exchangeCompleted(now: .now())
+        let end = wrapOutboundOut(.end(trailers.map(HTTPHeaders.init)))
         if close {
+            held.removeAll()
             let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            context.writeAndFlush(wrapOutboundOut(.end(trailers.map(HTTPHeaders.init))))
-                .assumeIsolated().whenComplete { _ in loopBound.value.close(promise: nil) }
-        } else {
-            context.writeAndFlush(wrapOutboundOut(.end(trailers.map(HTTPHeaders.init))), promise: nil)
+            context.writeAndFlush(end).assumeIsolated().whenComplete { _ in loopBound.value.close(promise: nil) }
+            return
         }
+        context.writeAndFlush(end, promise: nil)
         wantsBody = true
-        if readPending {
-            readPending = false
-            context.read()
-        }
+        requestEnded = true
+        replayHeld(context: context)
     }
 
     public func abortResponse() {

@@ -1,0 +1,183 @@
+import CausewayGateway
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+/// Every failure a client can meet, each with its status and JSON error body.
+@Suite(.serialized) struct ErrorTests {
+    struct ErrorBody: Decodable {
+        struct Inner: Decodable { var status: Int; var code: String; var message: String; var request_id: String }
+        var error: Inner
+    }
+
+    func decode(_ result: CurlResult) throws -> ErrorBody.Inner {
+        let body = try JSONDecoder().decode(ErrorBody.self, from: Data(result.body.utf8)).error
+        #expect(body.status == result.status)
+        #expect(body.request_id == result.header("x-request-id"))
+        #expect(result.header("content-type") == "application/json")
+        return body.self
+    }
+
+    @Test func routingErrors() async throws {
+        let gateway = try await GatewayHarness.start()
+        defer { Task { await gateway.stop() } }
+        let missing = try Curl.run(["\(gateway.url)/nowhere"])
+        #expect(missing.status == 404)
+        #expect(try decode(missing).code == "route_not_found")
+        let wrongMethod = try Curl.run(["-X", "DELETE", "\(gateway.url)/api/x"])
+        #expect(wrongMethod.status == 405)
+        #expect(wrongMethod.header("allow") == "GET, POST, PUT, HEAD")
+        #expect(try decode(wrongMethod).code == "method_not_allowed")
+    }
+
+    @Test func bodyLimitsByLengthAndByStream() async throws {
+        let gateway = try await GatewayHarness.start()
+        defer { Task { await gateway.stop() } }
+        let declared = try Curl.run(["\(gateway.url)/api/upload", "--data-binary", "@-"], input: Data(count: 2 << 20))
+        #expect(declared.status == 413)
+        #expect(try decode(declared).code == "body_too_large")
+        let chunked = try Curl.run(["\(gateway.url)/api/upload", "-H", "Transfer-Encoding: chunked", "--data-binary", "@-"],
+                                   input: Data(count: 2 << 20))
+        #expect(chunked.status == 413)
+        #expect(gateway.upstream.requests <= 1, "the declared-length request never reached the upstream")
+    }
+
+    @Test func upstreamFailuresMapTo502And504() async throws {
+        let gateway = try await GatewayHarness.start()
+        defer { Task { await gateway.stop() } }
+        let reset = try Curl.run(["\(gateway.url)/api/reset"])
+        #expect(reset.status == 502)
+        #expect(try decode(reset).code == "upstream_unavailable")
+        let garbage = try Curl.run(["\(gateway.url)/api/garbage"])
+        #expect(garbage.status == 502)
+        #expect(try decode(garbage).code == "upstream_invalid_response")
+        let slow = try Curl.run(["\(gateway.url)/api/slow?ms=5000"])
+        #expect(slow.status == 504)
+        #expect(try decode(slow).code == "upstream_timeout")
+        let after = try Curl.run(["\(gateway.url)/api/status/201"])
+        #expect(after.status == 201, "a failed exchange leaves the gateway healthy")
+    }
+
+    @Test func refusedConnectionIs502() async throws {
+        // A port that was just free: nothing listens there.
+        let probe = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let deadPort = probe.localAddress!.port!
+        try await probe.close()
+        let gateway = try await GatewayHarness.start(
+            routes: "  - {name: dead, match: {path_prefix: /}, upstream: dead}",
+            extraUpstreams: "  dead: {endpoints: [{address: \"127.0.0.1:\(deadPort)\"}]}")
+        defer { Task { await gateway.stop() } }
+        let result = try Curl.run([gateway.url + "/"])
+        #expect(result.status == 502)
+        #expect(try decode(result).message.contains("cannot connect"))
+    }
+
+    @Test func poolOverflowIs503() async throws {
+        let gateway = try await GatewayHarness.start(pool: "{max_connections: 1, max_pending: 0}")
+        defer { Task { await gateway.stop() } }
+        // Two workers: hold the one connection on each loop, then the next request overflows.
+        let holders = try (0..<2).map { _ in try RawClient(port: gateway.port) }
+        for holder in holders { holder.send("GET /api/slow?ms=1500 HTTP/1.1\r\nHost: a\r\n\r\n") }
+        try await Task.sleep(for: .milliseconds(300))
+        let overflow = try Curl.run(["\(gateway.url)/api/x"])
+        #expect(overflow.status == 503)
+        #expect(try decode(overflow).code == "upstream_overloaded")
+        for holder in holders { #expect(holder.readUntil("slept").contains("200 OK")) }
+    }
+
+    @Test func malformedRequestsGet400AndClose() async throws {
+        let gateway = try await GatewayHarness.start()
+        defer { Task { await gateway.stop() } }
+        let cases = [
+            "GARBAGE\r\n\r\n",
+            "GET /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+            "GET /api/x HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n",
+            "GET /api/x HTTP/1.1\r\n\r\n",
+            "GET /api/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET /api/x HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
+        ]
+        for request in cases {
+            let client = try RawClient(port: gateway.port)
+            client.send(request)
+            let (text, closed) = client.readAll()
+            #expect(text.hasPrefix("HTTP/1.1 400 Bad Request"), "\(request.debugDescription) → \(text.prefix(40))")
+            #expect(text.contains("\"code\":\"bad_request\""))
+            #expect(text.contains("\"request_id\":\""))
+            #expect(closed)
+        }
+        #expect(gateway.upstream.requests == 0, "nothing malformed was forwarded")
+        let unknownCoding = try RawClient(port: gateway.port)
+        unknownCoding.send("POST /api/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+        #expect(unknownCoding.readAll().text.hasPrefix("HTTP/1.1 501"))
+    }
+
+    @Test func oversizedHeadersGet431() async throws {
+        let gateway = try await GatewayHarness.start(listenerLimits: "{max_header_size: 4KiB}")
+        defer { Task { await gateway.stop() } }
+        let client = try RawClient(port: gateway.port)
+        client.send("GET /api/x HTTP/1.1\r\nHost: a\r\nX-Big: \(String(repeating: "a", count: 8000))\r\n\r\n")
+        let (text, closed) = client.readAll()
+        #expect(text.hasPrefix("HTTP/1.1 431"))
+        #expect(text.contains("headers_too_large"))
+        #expect(closed)
+    }
+
+    @Test func slowHeadersGet408AndIdleConnectionsClose() async throws {
+        let gateway = try await GatewayHarness.start(listenerLimits: "{header_timeout: 300ms, idle_timeout: 600ms}")
+        defer { Task { await gateway.stop() } }
+        let slow = try RawClient(port: gateway.port)
+        slow.send("GET /api/x HTTP/1.1\r\nHost: a\r\n")
+        let (text, closed) = slow.readAll()
+        #expect(text.hasPrefix("HTTP/1.1 408"))
+        #expect(closed)
+        let idle = try RawClient(port: gateway.port)
+        let started = ContinuousClock.now
+        let (idleText, idleClosed) = idle.readAll()
+        #expect(idleText.isEmpty && idleClosed)
+        #expect(ContinuousClock.now - started >= .milliseconds(500))
+    }
+
+    @Test func tenThousandMalformedRequestsLeakNoDescriptors() async throws {
+        let gateway = try await GatewayHarness.start()
+        defer { Task { await gateway.stop() } }
+        _ = try Curl.run(["\(gateway.url)/api/warm"])
+        let before = ProcessStats.openFileDescriptors()
+        let shapes = ["BLAH\r\n\r\n", "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", "GET /api HTTP/9.9\r\n\r\n",
+                      "\u{0}\u{1}\u{2}\r\n\r\n", "GET /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"]
+        for index in 0..<10_000 {
+            let client = try RawClient(port: gateway.port)
+            client.send(shapes[index % shapes.count])
+            _ = client.readAll()
+        }
+        // Closes finish asynchronously on the gateway's loops; give them a moment.
+        var after = ProcessStats.openFileDescriptors()
+        for _ in 0..<50 where after > before {
+            try await Task.sleep(for: .milliseconds(100))
+            after = ProcessStats.openFileDescriptors()
+        }
+        #expect(after <= before, "descriptors: \(before) before, \(after) after")
+        #expect(gateway.server.openConnections(listener: "test") == 0)
+        #expect(try Curl.run(["\(gateway.url)/api/still-alive"]).status == 200)
+    }
+
+    @Test func gracefulDrainFinishesInFlightRequests() async throws {
+        let gateway = try await GatewayHarness.start()
+        let client = try RawClient(port: gateway.port)
+        client.send("GET /api/slow?ms=800 HTTP/1.1\r\nHost: a\r\n\r\n")
+        try await Task.sleep(for: .milliseconds(200))
+        let adminPort = gateway.server.adminAddress!.port!
+        let shutdown = Task { await gateway.server.shutdown() }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(try Curl.run(["http://127.0.0.1:\(adminPort)/ready"]).status == 503)
+        #expect((try? RawClient(port: gateway.port)) == nil, "no longer accepting")
+        let (text, closed) = client.readAll()
+        #expect(text.hasPrefix("HTTP/1.1 200 OK"))
+        #expect(text.lowercased().contains("connection: close"))
+        #expect(text.contains("slept 800ms"))
+        #expect(closed)
+        #expect(await shutdown.value == true, "drained before drain_timeout")
+        await gateway.upstream.stop()
+    }
+}

@@ -1,0 +1,55 @@
+import CausewayConfig
+import CausewayGateway
+import Logging
+
+/// A gateway started in-process on an ephemeral port, in front of a `TestUpstream`.
+struct GatewayHarness {
+    let server: GatewayServer
+    let upstream: TestUpstream
+    let port: Int
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    /// `routes` is YAML for the routes list; `{{UPSTREAM}}` names the test upstream's address.
+    static func start(routes: String = Self.defaultRoutes, listenerLimits: String = "{}", pool: String = "{}",
+                      extraUpstreams: String = "", drain: String = "5s") async throws -> GatewayHarness {
+        let upstream = try await TestUpstream.start()
+        let yaml = """
+            server: {workers: 2, drain_timeout: \(drain), admin: {address: "127.0.0.1:0"}}
+            listeners:
+              - {name: test, address: "127.0.0.1:0", limits: \(listenerLimits)}
+            upstreams:
+              origin: {endpoints: [{address: "127.0.0.1:\(upstream.port)"}], pool: \(pool)}
+            \(extraUpstreams)
+            routes:
+            \(routes)
+            """
+        let config = try ConfigLoader.parse(yaml, file: "harness.yaml")
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let server = try GatewayServer(config: config, logger: logger)
+        try await server.start()
+        return GatewayHarness(server: server, upstream: upstream, port: server.listenerAddresses["test"]!.port!)
+    }
+
+    static let defaultRoutes = """
+          - name: api
+            match: {path_prefix: /api/, methods: [GET, POST, PUT, HEAD]}
+            upstream: origin
+            rewrite: {path_prefix: /}
+            timeout: 2s
+            max_body_size: 1MiB
+            headers:
+              request: {set: {x-gateway: causeway}, remove: [x-internal-token]}
+              response: {remove: [server]}
+          - name: big
+            match: {path_prefix: /big/}
+            upstream: origin
+            timeout: 0
+            max_body_size: 0
+        """
+
+    func stop() async {
+        await server.shutdown()
+        await upstream.stop()
+    }
+}
