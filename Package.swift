@@ -18,6 +18,10 @@ let nio: [Target.Dependency] = [
     .product(name: "HTTPTypes", package: "swift-http-types"),
 ]
 
+// Dynamic exclusivity checks cost a few percent on the request path; tests and debug builds
+// keep them, release builds (the ones benchmarked and shipped) do not.
+let releaseSettings: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
 let package = Package(
     name: "Causeway",
     platforms: [.macOS(.v15)],
@@ -35,18 +39,21 @@ let package = Package(
     targets: systemLibraries + [
         .target(
             name: "CausewayConfig",
-            dependencies: [.product(name: "Yams", package: "Yams")]
+            dependencies: [.product(name: "Yams", package: "Yams")],
+            swiftSettings: releaseSettings
         ),
         .target(
             name: "CausewayHTTP",
             dependencies: nio + [
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: releaseSettings
         ),
         .target(
             name: "CausewayUpstream",
-            dependencies: nio + ["CausewayConfig", "CausewayHTTP", .product(name: "Logging", package: "swift-log")]
+            dependencies: nio + ["CausewayConfig", "CausewayHTTP", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: releaseSettings
         ),
         .target(
             name: "CausewayGateway",
@@ -54,7 +61,8 @@ let package = Package(
                 "CausewayConfig", "CausewayHTTP", "CausewayUpstream",
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: releaseSettings
         ),
         .target(name: "CausewayDemo", dependencies: nio),
         .executableTarget(

@@ -56,13 +56,10 @@ final class ProxyTask {
     private func requestHead() -> HTTPRequestHead {
         var fields = exchange.request.headerFields
         HopByHop.strip(&fields)
-        let forwardedFor = HTTPField.Name("x-forwarded-for")!
-        let forwardedProto = HTTPField.Name("x-forwarded-proto")!
-        let forwardedHost = HTTPField.Name("x-forwarded-host")!
-        fields.append(HTTPField(name: forwardedFor, value: exchange.client.address))
-        fields.append(HTTPField(name: forwardedProto, value: exchange.client.scheme))
+        fields.append(HTTPField(name: Self.forwardedFor, value: exchange.client.address))
+        fields.append(HTTPField(name: Self.forwardedProto, value: exchange.client.scheme))
         if let authority = exchange.request.authority {
-            fields.append(HTTPField(name: forwardedHost, value: authority))
+            fields.append(HTTPField(name: Self.forwardedHost, value: authority))
         }
         var headers = HTTPHeaders()
         headers.reserveCapacity(fields.count + 2)
@@ -86,6 +83,10 @@ final class ProxyTask {
         return HTTPRequestHead(version: .http1_1, method: HTTPMethod(exchange.request.method), uri: path,
                                headers: headers)
     }
+
+    private static let forwardedFor = HTTPField.Name("x-forwarded-for")!
+    private static let forwardedProto = HTTPField.Name("x-forwarded-proto")!
+    private static let forwardedHost = HTTPField.Name("x-forwarded-host")!
 
     private static func joinRepeated(_ headers: inout HTTPHeaders, names: [String]) {
         for name in names {

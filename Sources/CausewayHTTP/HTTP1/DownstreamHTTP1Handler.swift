@@ -47,7 +47,10 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
     private var closing = false
     /// Parts (and errors) of requests that arrived while a response was still pending.
     private var held = CircularBuffer<HeldEvent>()
+    private var heldBytes = 0
     private var replaying = false
+    /// Beyond this much held pipelined input, the socket is not read until responses catch up.
+    private static let maxHeldBytes = 64 * 1024
 
     private enum HeldEvent {
         case part(HTTPServerRequestPart)
@@ -102,6 +105,7 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
         if isHoldingNextRequest {
+            if case .body(let chunk) = part { heldBytes += chunk.readableBytes } else { heldBytes += 256 }
             held.append(.part(part))
         } else {
             receive(part, context: context)
@@ -133,13 +137,14 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
         replaying = true
         defer { replaying = false }
         while exchange == nil || !requestEnded, let event = held.popFirst() {
+            if case .part(.body(let chunk)) = event { heldBytes -= chunk.readableBytes } else { heldBytes -= 256 }
             switch event {
             case .part(let part): receive(part, context: context)
             case .error(let error): handleError(error, context: context)
             }
             if self.context == nil { return }
         }
-        if held.isEmpty && readPending && (exchange == nil || wantsBody) {
+        if readPending && mayRead {
             readPending = false
             context.read()
         }
@@ -202,6 +207,7 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
             return
         }
         held.removeAll()
+        heldBytes = 0
         if exchange == nil || exchange?.responseState == .pending {
             let gatewayError: GatewayError =
                 parserError == .headerOverflow ? .headersTooLarge : .badRequest("malformed request: \(parserError)")
@@ -221,9 +227,17 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
         context.fireChannelWritabilityChanged()
     }
 
+    /// Reading goes on while a response is pending (pipelined input is held, and bounded) so
+    /// the socket's epoll interest is not toggled per request; it stops while a request body
+    /// is unwanted (backpressure) or too much pipelined input is held.
+    private var mayRead: Bool {
+        if heldBytes > Self.maxHeldBytes { return false }
+        if let exchange, !requestEnded, !wantsBody, exchange.responseState != .complete { return false }
+        return true
+    }
+
     public func read(context: ChannelHandlerContext) {
-        let canRead = exchange == nil ? held.isEmpty : (!requestEnded && wantsBody)
-        if canRead {
+        if mayRead {
             context.read()
         } else {
             readPending = true
@@ -308,6 +322,7 @@ extension DownstreamHTTP1Handler: ExchangeDownstream {
         let end = wrapOutboundOut(.end(trailers.map(HTTPHeaders.init)))
         if close {
             held.removeAll()
+            heldBytes = 0
             let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
             context.writeAndFlush(end).assumeIsolated().whenComplete { _ in loopBound.value.close(promise: nil) }
             return
