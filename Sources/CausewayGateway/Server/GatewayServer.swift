@@ -30,7 +30,9 @@ public final class GatewayServer: Sendable {
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: config.server.workers ?? System.coreCount)
         self.contexts = LoopContexts(group: group, snapshot: snapshot)
-        self.quiesce = ServerQuiescingHelper(group: group)
+        // The helper settles its bookkeeping promise when it is released, after the workers have
+        // stopped, so it lives on a loop that outlives them. It hops there once per connection.
+        self.quiesce = ServerQuiescingHelper(group: MultiThreadedEventLoopGroup.singleton)
     }
 
     public var workerCount: Int { contexts.count }
