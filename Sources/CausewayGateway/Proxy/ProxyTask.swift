@@ -23,6 +23,9 @@ final class ProxyTask {
     private var timeout: Scheduled<Void>?
     private var sendsBody = false
     private var finished = false
+    /// The request went out on a connection that had served others before.
+    private var onReusedConnection = false
+    private var retried = false
 
     init(exchange: Exchange, route: CompiledRoute, cluster: UpstreamCluster) {
         self.exchange = exchange
@@ -38,6 +41,10 @@ final class ProxyTask {
                 exchange.fail(.upstreamTimeout("upstream \"\(cluster.name)\" did not answer within the route timeout"))
             }
         }
+        acquire()
+    }
+
+    private func acquire() {
         guard let pool = cluster.pickPool() else {
             finish(with: .upstreamOverloaded("upstream \"\(cluster.name)\" has no endpoint"))
             return
@@ -117,9 +124,10 @@ extension ProxyTask: PoolWaiter {
             return
         }
         self.connection = connection
+        onReusedConnection = connection.exchangesServed > 0
         sendsBody = exchange.requestBodyLength != 0
         connection.execute(requestHead(), hasBody: sendsBody, sink: self)
-        exchange.attachRequestBodyConsumer(self)
+        if !retried { exchange.attachRequestBodyConsumer(self) }
     }
 
     func poolFailed(_ error: UpstreamError) {
@@ -169,6 +177,11 @@ extension ProxyTask: UpstreamResponseSink {
 
     func upstreamFailed(_ error: UpstreamError, responseStarted: Bool) {
         connection = nil
+        if shouldRetry(after: error, responseStarted: responseStarted) {
+            retried = true
+            acquire()
+            return
+        }
         let name = cluster.name
         let endpoint = pool?.endpoint.label ?? "?"
         switch error {
@@ -181,6 +194,17 @@ extension ProxyTask: UpstreamResponseSink {
         case .invalidResponse(let reason):
             finish(with: .upstreamInvalidResponse("upstream \"\(name)\" (\(endpoint)) sent an invalid response: \(reason)"))
         }
+    }
+
+    /// A pooled keep-alive connection the upstream closed just as it was reused (its idle
+    /// timeout raced ours) says nothing about the upstream's health: retry once, on another
+    /// connection, when the request is bodyless and idempotent (RFC 9110 §9.2.2), as nginx and
+    /// Envoy do. Anything else is answered as the failure it is.
+    private func shouldRetry(after error: UpstreamError, responseStarted: Bool) -> Bool {
+        guard !finished, !retried, !responseStarted, onReusedConnection, exchange.requestBodyLength == 0,
+            case .closedEarly = error
+        else { return false }
+        return [.get, .head, .options, .trace, .put, .delete].contains(exchange.request.method)
     }
 
     func upstreamWritabilityChanged(_ writable: Bool) {

@@ -59,6 +59,19 @@ import Testing
         #expect(after.status == 201, "a failed exchange leaves the gateway healthy")
     }
 
+    @Test func staleKeepAliveConnectionIsRetriedForIdempotentRequestsOnly() async throws {
+        let gateway = try await GatewayHarness.start()
+        defer { Task { await gateway.stop() } }
+        // One client connection, so one loop and one pooled upstream connection to reuse.
+        let twice = try Curl.run(["-o", "/dev/null", "\(gateway.url)/api/stale", "-o", "/dev/null",
+                                  "-w", "%{http_code}", "\(gateway.url)/api/stale"])
+        #expect(twice.body == "200200", "the second GET found its pooled connection closed and was retried")
+        #expect(gateway.upstream.connections == 2)
+        let post = try Curl.run(["-o", "/dev/null", "\(gateway.url)/api/stale", "-o", "/dev/null",
+                                 "-w", "%{http_code}", "-X", "POST", "\(gateway.url)/api/stale"])
+        #expect(post.body == "200502", "a POST is not replayed")
+    }
+
     @Test func refusedConnectionIs502() async throws {
         // A port that was just free: nothing listens there.
         let probe = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
@@ -153,7 +166,7 @@ import Testing
         }
         // Closes finish asynchronously on the gateway's loops; give them a moment.
         var after = ProcessStats.openFileDescriptors()
-        for _ in 0..<50 where after > before {
+        for _ in 0..<50 where after > before || gateway.server.openConnections(listener: "test") > 0 {
             try await Task.sleep(for: .milliseconds(100))
             after = ProcessStats.openFileDescriptors()
         }

@@ -8,7 +8,8 @@ import Synchronization
 ///
 /// `/slow?ms=N` answers late · `/bytes?n=N` streams N bytes · `/upload` counts the body it
 /// reads · `/close` answers then closes · `/garbage` sends non-HTTP · `/reset` hangs up ·
-/// `/status/N` answers N · anything else echoes method, path and headers as JSON.
+/// `/status/N` answers N · `/stale` answers once per connection, then hangs up on reuse (an
+/// upstream whose keep-alive timeout raced the proxy's) · anything else echoes method, path and headers as JSON.
 /// It counts the connections it accepts, so tests can prove keep-alive reuse.
 final class TestUpstream: Sendable {
     let channel: any Channel
@@ -65,6 +66,8 @@ private final class UpstreamBehaviour: ChannelInboundHandler {
     var head: HTTPRequestHead?
     var bodyBytes = 0
     var body = ""
+    /// Requests seen on this connection.
+    var served = 0
 
     init(stats: TestUpstream.Stats) {
         self.stats = stats
@@ -79,8 +82,9 @@ private final class UpstreamBehaviour: ChannelInboundHandler {
             stats.requests.add(1, ordering: .relaxed)
             stats.lastHeaders.withLock { $0 = head.headers.map { ($0.name, $0.value) } }
             stats.lastPath.withLock { $0 = head.uri }
+            served += 1
             let path = head.uri.split(separator: "?").first.map(String.init) ?? ""
-            if path.hasSuffix("/reset") {
+            if path.hasSuffix("/reset") || (path.hasSuffix("/stale") && served > 1) {
                 context.close(promise: nil)
             } else if path.hasSuffix("/garbage") {
                 // Written below the HTTP encoder, so the bytes go out raw.
