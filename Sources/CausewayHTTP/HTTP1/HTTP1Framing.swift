@@ -56,7 +56,7 @@ enum HTTP1Framing {
                 return Verdict(error: .badRequest("both Content-Length and Transfer-Encoding"))
             }
             if head.version.minor == 0 || transferEncoding.trimmingSpaces().lowercased() != "chunked" {
-                return Verdict(error: .notImplemented)
+                return Verdict(error: .unsupportedTransferCoding)
             }
             return Verdict(bodyLength: nil)
         }
