@@ -34,7 +34,7 @@ public struct GatewayError: Error, Sendable, Equatable {
                                           message: "request body exceeds the route's max_body_size")
     public static let headersTooLarge = Self(status: .requestHeaderFieldsTooLarge, code: "headers_too_large",
                                              message: "request headers exceed the listener's max_header_size")
-    public static let unsupportedTransferCoding = Self(status: .notImplemented, code: "not_implemented",
+    public static let unsupportedTransferCoding = Self(status: .init(code: 501), code: "not_implemented",
                                             message: "unsupported transfer coding")
     public static func upstreamUnavailable(_ message: String) -> Self {
         .init(status: .badGateway, code: "upstream_unavailable", message: message)
