@@ -45,6 +45,7 @@ let package = Package(
         .target(
             name: "CausewayHTTP",
             dependencies: nio + [
+                "CNghttp2", "COpenSSL",
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -134,8 +134,8 @@ struct GatewayConfigReader {
         var listener = ListenerConfig(name: name ?? "", address: address ?? HostPort(host: "0.0.0.0", port: 0))
         if let (node, path) = fields["protocols"], let items = reader.sequence(node, path) {
             let protocols = items.compactMap { reader.oneOf($0.node, $0.path, ["http1", "h2c", "h2"]) }
-            for (item, itemPath) in items where item.scalar?.string == "h2" || item.scalar?.string == "h2c" {
-                reader.fail(item, itemPath, "HTTP/2 is not supported yet by this build (it arrives with HTTP/2 and TLS)")
+            for (item, itemPath) in items where item.scalar?.string == "h2" {
+                reader.fail(item, itemPath, "h2 needs TLS, which is not supported yet by this build (use h2c for cleartext HTTP/2)")
             }
             if items.isEmpty { reader.fail(node, path, "at least one protocol is required") }
             listener.protocols = protocols
@@ -150,9 +150,23 @@ struct GatewayConfigReader {
                 listener.limits.maxConnections = v
             }
         }
-        for key in ["tls", "http2"] where fields.has(key) {
-            reader.fail(fields.keyNode(key), reader.join(path, key),
-                        "not supported yet by this build (it arrives with HTTP/2 and TLS)")
+        if let (node, path) = fields["http2"],
+            let http2 = reader.mapping(node, path, allowed: ["max_concurrent_streams", "initial_window_size", "max_header_list_size"])
+        {
+            if let (n, p) = http2["max_concurrent_streams"], let v = reader.int(n, p, range: 1...100_000) {
+                listener.http2.maxConcurrentStreams = v
+            }
+            if let (n, p) = http2["initial_window_size"], let v = reader.size(n, p) {
+                if v < 1 || v > Int(Int32.max) { reader.fail(n, p, "must be between 1 and 2147483647 bytes") }
+                listener.http2.initialWindowSize = min(max(v, 1), Int(Int32.max))
+            }
+            if let (n, p) = http2["max_header_list_size"], let v = reader.size(n, p) {
+                if v < 1024 { reader.fail(n, p, "must be at least 1KiB") }
+                listener.http2.maxHeaderListSize = v
+            }
+        }
+        if fields.has("tls") {
+            reader.fail(fields.keyNode("tls"), reader.join(path, "tls"), "not supported yet by this build (it arrives with TLS)")
         }
         guard name != nil, address != nil else { return nil }
         return listener

@@ -39,8 +39,10 @@ public struct ServerConfig: Sendable {
 public struct ListenerConfig: Sendable {
     public var name: String
     public var address: HostPort
+    /// "http1", "h2c" (cleartext) and, with TLS, "h2"; in ALPN preference order.
     public var protocols: [String]
     public var limits: ListenerLimits
+    public var http2 = HTTP2Settings()
 
     public init(name: String, address: HostPort, protocols: [String] = ["http1"], limits: ListenerLimits = .init()) {
         self.name = name
@@ -48,6 +50,14 @@ public struct ListenerConfig: Sendable {
         self.protocols = protocols
         self.limits = limits
     }
+}
+
+public struct HTTP2Settings: Sendable {
+    public var maxConcurrentStreams = 128
+    public var initialWindowSize = 1 << 20
+    public var maxHeaderListSize = 64 << 10
+
+    public init() {}
 }
 
 public struct ListenerLimits: Sendable {

@@ -70,13 +70,7 @@ public final class GatewayServer: Sendable {
         let limiter = ConnectionLimiter(limit: listener.limits.maxConnections)
         limiters.withLock { $0[listener.name] = limiter }
         let quiesce = self.quiesce
-        let contexts = self.contexts
-        let handlerConfiguration = DownstreamHTTP1Handler.Configuration(
-            idleTimeout: TimeAmount(listener.limits.idleTimeout), headerTimeout: TimeAmount(listener.limits.headerTimeout))
-        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
-        decoderLimits.maxHeaderListSize = listener.limits.maxHeaderSize
-        decoderLimits.maxHeaderFieldSize = listener.limits.maxHeaderSize
-        let limits = decoderLimits
+        let pipeline = DownstreamPipeline(listener: listener, contexts: contexts)
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -90,14 +84,7 @@ public final class GatewayServer: Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let context = contexts.context(for: channel.eventLoop)
-                    let handler = DownstreamHTTP1Handler(handler: context.exchangeHandler, configuration: handlerConfiguration)
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(handler.makeByteObserver())
-                    try sync.configureHTTPServerPipeline(
-                        withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
-                        withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
-                    try sync.addHandler(handler)
+                    try pipeline.configure(channel)
                 }
             }
             .bind(host: listener.address.host, port: listener.address.port)

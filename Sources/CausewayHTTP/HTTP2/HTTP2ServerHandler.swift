@@ -1,0 +1,308 @@
+import CNghttp2
+import HTTPTypes
+import NIOCore
+
+/// An HTTP/2 server connection: libnghttp2 underneath, one `Exchange` per request stream.
+///
+/// ```
+/// socket ─bytes─▶ this ─mem_recv─▶ nghttp2 ─callbacks─▶ streams ─▶ Exchange ─▶ router, filters, proxy
+/// socket ◀─one write per cycle── mem_send ◀── responses submitted by streams
+/// ```
+/// nghttp2 calls back only from inside `receive`/`drain`; anything those callbacks start that
+/// would send is deferred until they return, and all pending frames leave in one write.
+public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    public struct Configuration: Sendable {
+        public var maxConcurrentStreams: Int
+        public var initialWindowSize: Int
+        public var maxHeaderListSize: Int
+        public var idleTimeout: TimeAmount
+        public var secure: Bool
+
+        public init(maxConcurrentStreams: Int = 128, initialWindowSize: Int = 1 << 20, maxHeaderListSize: Int = 64 << 10,
+                    idleTimeout: TimeAmount = .seconds(60), secure: Bool = false) {
+            self.maxConcurrentStreams = maxConcurrentStreams
+            self.initialWindowSize = initialWindowSize
+            self.maxHeaderListSize = maxHeaderListSize
+            self.idleTimeout = idleTimeout
+            self.secure = secure
+        }
+    }
+
+    private let handler: any ExchangeHandler
+    private let configuration: Configuration
+    private var session: NGHTTP2Session?
+    private var context: ChannelHandlerContext?
+    private var streams: [Int32: HTTP2StreamDownstream] = [:]
+    private var highestStreamID: Int32 = 0
+    private var clientInfo = ClientInfo(address: "", scheme: "http")
+    private var needsFlush = false
+    private var afterSendActions: [() -> Void] = []
+    private var closing = false
+    private var lastActivity = NIODeadline.now()
+    private var idleTimer: Scheduled<Void>?
+
+    public init(handler: any ExchangeHandler, configuration: Configuration) {
+        self.handler = handler
+        self.configuration = configuration
+    }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        clientInfo = ClientInfo(address: context.channel.remoteAddress?.ipAddress ?? "",
+                                scheme: configuration.secure ? "https" : "http")
+        let settings = NGHTTP2Session.Settings(
+            maxConcurrentStreams: UInt32(clamping: configuration.maxConcurrentStreams),
+            initialWindowSize: UInt32(clamping: configuration.initialWindowSize),
+            maxHeaderListSize: UInt32(clamping: configuration.maxHeaderListSize))
+        do {
+            let session = try NGHTTP2Session(settings: settings)
+            session.attach(self)
+            self.session = session
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        armIdleTimer(context: context)
+        flush()
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
+        self.context = nil
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let session else { return }
+        lastActivity = .now()
+        if let error = session.receive(unwrapInboundIn(data)) {
+            // nghttp2 has queued a GOAWAY where the protocol calls for one: send it, then close.
+            _ = error
+            flush()
+            context.close(promise: nil)
+            return
+        }
+        flush()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        let open = streams.values
+        streams = [:]
+        for stream in open {
+            if let exchange = stream.exchange {
+                stream.exchange = nil
+                exchange.downstreamClosed()
+            }
+        }
+        context.fireChannelInactive()
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            for stream in streams.values where !stream.reportedUnwritable {
+                stream.exchange?.downstreamWritabilityChanged(true)
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            // GOAWAY with the last stream id: open streams finish, new ones are refused.
+            closing = true
+            session?.goAway()
+            flush()
+            closeIfDone()
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    // MARK: Sending
+
+    var isChannelWritable: Bool { context?.channel.isWritable ?? false }
+
+    /// Sends every pending frame in one write, unless nghttp2 is mid-callback.
+    func flush() {
+        guard let session, let context else { return }
+        if session.isReceiving {
+            needsFlush = true
+            return
+        }
+        needsFlush = false
+        if let bytes = session.drain(allocator: context.channel.allocator) {
+            context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
+        }
+        let actions = afterSendActions
+        afterSendActions = []
+        for action in actions { action() }
+        if !session.wantsIO { context.close(promise: nil) }
+    }
+
+    func afterSend(_ action: @escaping () -> Void) {
+        afterSendActions.append(action)
+    }
+
+    func submitResponse(_ stream: HTTP2StreamDownstream, status: Int, fields: [(String, String)], hasBody: Bool) {
+        guard streams[stream.streamID] === stream else { return }
+        _ = session?.submitResponse(streamID: stream.streamID, status: status, fields: fields, hasBody: hasBody)
+    }
+
+    func resume(_ stream: HTTP2StreamDownstream) {
+        session?.resume(streamID: stream.streamID)
+    }
+
+    func consume(_ stream: HTTP2StreamDownstream, bytes: Int) {
+        session?.consume(streamID: stream.streamID, bytes: bytes)
+        flush()
+    }
+
+    func reset(_ stream: HTTP2StreamDownstream, code: nghttp2_error_code) {
+        session?.reset(streamID: stream.streamID, code: code)
+        flush()
+    }
+
+    /// The exchange answered. If the client is still sending a body nobody will read, the
+    /// stream is reset with NO_ERROR once the response is out (RFC 9113 §8.1).
+    func exchangeEnded(_ stream: HTTP2StreamDownstream) {
+        flush()
+    }
+
+    private func closeIfDone() {
+        if closing && streams.isEmpty { context?.close(promise: nil) }
+    }
+
+    // MARK: Idle connections
+
+    private func armIdleTimer(context: ChannelHandlerContext) {
+        let deadline = lastActivity + configuration.idleTimeout
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            guard let context = self.context else { return }
+            if streams.isEmpty && NIODeadline.now() >= lastActivity + configuration.idleTimeout {
+                session?.goAway()
+                flush()
+                context.close(promise: nil)
+            } else {
+                if !streams.isEmpty { lastActivity = .now() }
+                armIdleTimer(context: context)
+            }
+        }
+    }
+}
+
+extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
+    func sessionBeginHeaders(streamID: Int32) -> Bool {
+        // nghttp2 ignores a new stream whose id is not above the last one; RFC 9113 §5.1.1
+        // makes it a connection error.
+        guard streamID > highestStreamID else { return false }
+        highestStreamID = streamID
+        streams[streamID] = HTTP2StreamDownstream(streamID: streamID, connection: self)
+        return true
+    }
+
+    func sessionHeader(streamID: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let stream = streams[streamID] else { return true }
+        stream.headerBytes += name.count + value.count + 32
+        if stream.headerBytes > configuration.maxHeaderListSize {
+            stream.oversized = true
+            return true
+        }
+        let nameText = String(decoding: name, as: UTF8.self)
+        let valueText = String(decoding: value, as: UTF8.self)
+        if nameText.hasPrefix(":") {
+            switch nameText {
+            case ":method": stream.method = valueText
+            case ":scheme": stream.scheme = valueText
+            case ":authority": stream.authority = valueText
+            case ":path": stream.path = valueText
+            default: stream.invalid = true
+            }
+        } else if let fieldName = HTTPField.Name(nameText) {
+            if stream.exchange != nil {
+                stream.trailers.append(HTTPField(name: fieldName, value: valueText))
+            } else {
+                stream.fields.append(HTTPField(name: fieldName, value: valueText))
+            }
+        } else {
+            stream.invalid = true
+        }
+        return true
+    }
+
+    func sessionHeadersComplete(streamID: Int32, endStream: Bool) {
+        guard let stream = streams[streamID], let context else { return }
+        let host = HTTPField.Name("host")!
+        let authority = stream.authority ?? stream.fields[host]
+        stream.fields[host] = nil
+        var bodyLength: Int? = endStream ? 0 : stream.fields[.contentLength].flatMap { Int($0) }
+        if bodyLength == nil && endStream { bodyLength = 0 }
+        let method = stream.method.flatMap { HTTPRequest.Method($0) } ?? .get
+        let request = HTTPRequest(method: method, scheme: stream.scheme ?? clientInfo.scheme, authority: authority,
+                                  path: stream.path ?? "/", headerFields: stream.fields)
+        let exchange = Exchange(request: request, requestBodyLength: bodyLength, client: clientInfo,
+                                eventLoop: context.eventLoop, allocator: context.channel.allocator, downstream: stream)
+        stream.exchange = exchange
+        stream.fields = [:]
+        if stream.oversized || stream.invalid || stream.method == nil {
+            exchange.requestID = RequestID.generate()
+            exchange.fail(stream.oversized ? .headersTooLarge : .badRequest("malformed request headers"))
+            return
+        }
+        handler.handle(exchange)
+    }
+
+    func sessionTrailersComplete(streamID: Int32) {
+        guard let stream = streams[streamID] else { return }
+        let trailers = stream.trailers
+        stream.trailers = [:]
+        stream.exchange?.receiveRequestEnd(trailers)
+    }
+
+    func sessionData(streamID: Int32, bytes: UnsafeBufferPointer<UInt8>) {
+        guard let stream = streams[streamID] else { return }
+        if let exchange = stream.exchange, exchange.responseState != .complete {
+            var buffer = context!.channel.allocator.buffer(capacity: bytes.count)
+            buffer.writeBytes(bytes)
+            exchange.receiveRequestBody(buffer)
+        }
+        if stream.wantsBody || stream.exchange == nil {
+            session?.consume(streamID: streamID, bytes: bytes.count)
+        } else {
+            stream.unconsumed += bytes.count
+        }
+    }
+
+    func sessionEndStream(streamID: Int32) {
+        streams[streamID]?.exchange?.receiveRequestEnd(nil)
+    }
+
+    func sessionStreamClosed(streamID: Int32, errorCode: UInt32) {
+        guard let stream = streams.removeValue(forKey: streamID) else { return }
+        if let exchange = stream.exchange {
+            stream.exchange = nil
+            exchange.downstreamClosed()
+        }
+        if closing && streams.isEmpty {
+            afterSend { [weak self] in self?.closeIfDone() }
+        }
+    }
+
+    func sessionReadResponseData(streamID: Int32, into target: UnsafeMutableRawBufferPointer) -> (count: Int, end: Bool, trailers: Bool)? {
+        guard let stream = streams[streamID], let result = stream.read(into: target) else { return nil }
+        if let trailers = result.trailers {
+            session?.submitTrailers(streamID: streamID, fields: trailers.map { ($0.name.canonicalName, $0.value) })
+        }
+        return (result.count, result.end, result.trailers != nil)
+    }
+}
+
+@available(*, unavailable)
+extension HTTP2ServerHandler: Sendable {}
