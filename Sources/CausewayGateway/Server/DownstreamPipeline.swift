@@ -42,7 +42,7 @@ struct DownstreamPipeline: Sendable {
             return
         }
         let http1Pipeline = self
-        try sync.addHandler(ProtocolSniffer(timeout: http1.headerTimeout) { context, choice in
+        try sync.addHandler(ProtocolSniffer(timeout: http1.idleTimeout) { context, choice in
             let sync = context.pipeline.syncOperations
             switch choice {
             case .http1: try http1Pipeline.addHTTP1(sync, handler: handler)

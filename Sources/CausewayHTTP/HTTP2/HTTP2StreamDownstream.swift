@@ -26,7 +26,9 @@ final class HTTP2StreamDownstream {
     var unconsumed = 0
 
     // Response side
-    var pending: ByteBuffer?
+    /// Response chunks not yet pulled by nghttp2 (a queue: one growing buffer would never shrink).
+    var pending = CircularBuffer<ByteBuffer>()
+    var pendingBytes = 0
     var responseEnded = false
     var responseTrailers: HTTPFields?
     var deferred = false
@@ -42,23 +44,27 @@ final class HTTP2StreamDownstream {
     /// Copies response bytes for nghttp2's data provider. `end` with `trailers` means the data
     /// ends here and the trailers close the stream.
     func read(into target: UnsafeMutableRawBufferPointer) -> (count: Int, end: Bool, trailers: HTTPFields?)? {
-        let available = pending?.readableBytes ?? 0
-        if available == 0 && !responseEnded {
+        if pendingBytes == 0 && !responseEnded {
             deferred = true
             return nil
         }
-        let count = min(available, target.count)
-        if count > 0 {
-            pending!.withUnsafeReadableBytes { source in
-                target.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[0..<count]))
+        var count = 0
+        while count < target.count, var chunk = pending.popFirst() {
+            let n = min(chunk.readableBytes, target.count - count)
+            chunk.withUnsafeReadableBytes { source in
+                UnsafeMutableRawBufferPointer(rebasing: target[count..<(count + n)])
+                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: source[0..<n]))
             }
-            pending!.moveReaderIndex(forwardBy: count)
+            chunk.moveReaderIndex(forwardBy: n)
+            if chunk.readableBytes > 0 { pending.prepend(chunk) }
+            count += n
         }
-        if reportedUnwritable && (pending?.readableBytes ?? 0) < Self.lowWater {
+        pendingBytes -= count
+        if reportedUnwritable && pendingBytes < Self.lowWater {
             reportedUnwritable = false
             connection.afterSend { [weak self] in self?.exchange?.downstreamWritabilityChanged(true) }
         }
-        let end = responseEnded && (pending?.readableBytes ?? 0) == 0
+        let end = responseEnded && pendingBytes == 0
         return (count, end, end ? responseTrailers : nil)
     }
 }
@@ -78,9 +84,9 @@ extension HTTP2StreamDownstream: ExchangeDownstream {
 
     func writeResponseBody(_ chunk: ByteBuffer) {
         guard !responseEnded else { return }
-        var chunk = chunk
-        if pending == nil { pending = chunk } else { pending!.writeBuffer(&chunk) }
-        if (pending?.readableBytes ?? 0) >= Self.highWater { reportedUnwritable = true }
+        pending.append(chunk)
+        pendingBytes += chunk.readableBytes
+        if pendingBytes >= Self.highWater { reportedUnwritable = true }
         resumeIfDeferred()
     }
 
@@ -89,11 +95,11 @@ extension HTTP2StreamDownstream: ExchangeDownstream {
     }
 
     func writeResponseEnd(_ trailers: HTTPFields?) {
-        guard !responseEnded else { return }
-        responseEnded = true
-        if let trailers, !trailers.isEmpty {
+        if !responseEnded, let trailers, !trailers.isEmpty {
             responseTrailers = trailers
         }
+        // A bodiless response (HEAD, 204, 304) ended with its HEADERS already.
+        responseEnded = true
         exchange = nil
         resumeIfDeferred()
         connection.exchangeEnded(self)

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Testing
 
 /// A curl run and what it printed.
 struct CurlResult {
@@ -29,14 +30,28 @@ func readToEnd(_ fd: Int32) -> Data {
     }
 }
 
+/// The transports an end-to-end test body runs over.
+enum Transport: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case http1, h2c
+
+    var curlArguments: [String] {
+        switch self {
+        case .http1: ["--http1.1"]
+        case .h2c: ["--http2-prior-knowledge"]
+        }
+    }
+
+    var testDescription: String { rawValue }
+}
+
 enum Curl {
     /// Runs curl with `arguments`; the status, headers (last response) and body are parsed.
-    static func run(_ arguments: [String], input: Data? = nil) throws -> CurlResult {
+    static func run(_ arguments: [String], over transport: Transport = .http1, input: Data? = nil) throws -> CurlResult {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
         let headerFile = FileManager.default.temporaryDirectory.appendingPathComponent("curl-\(UUID().uuidString).h")
         defer { try? FileManager.default.removeItem(at: headerFile) }
-        process.arguments = ["-sS", "--max-time", "60", "-D", headerFile.path] + arguments
+        process.arguments = ["-sS", "--max-time", "60", "-D", headerFile.path] + transport.curlArguments + arguments
         let stdout = Pipe()
         process.standardOutput = stdout
         process.standardError = FileHandle.nullDevice
@@ -63,12 +78,42 @@ enum Curl {
         let blocks = headerText.components(separatedBy: "\r\n\r\n").filter { !$0.isEmpty }
         let lines = (blocks.last ?? "").components(separatedBy: "\r\n")
         let status = lines.first.flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") } ?? 0
+        // HTTP/2 header names arrive in lower case; HTTP/1.1 ones as the server wrote them.
         let headers = lines.dropFirst().compactMap { line -> (String, String)? in
             guard let colon = line.firstIndex(of: ":") else { return nil }
             return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
         }
         return CurlResult(status: status, headers: headers, body: String(decoding: body, as: UTF8.self),
                           exitCode: process.terminationStatus)
+    }
+}
+
+/// h2load (nghttp2-client) runs: how many requests got which class of status.
+struct H2Load {
+    var succeeded2xx = 0
+    var status5xx = 0
+    var output = ""
+
+    static func run(_ arguments: [String]) throws -> H2Load {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/h2load")
+        process.arguments = arguments
+        let stdout = Pipe()
+        process.standardOutput = stdout
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: readToEnd(stdout.fileHandleForReading.fileDescriptor), as: UTF8.self)
+        process.waitUntilExit()
+        var result = H2Load(output: text)
+        // "status codes: 100 2xx, 0 3xx, 0 4xx, 0 5xx"
+        if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("status codes:") }) {
+            let numbers = line.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+            if numbers.count >= 8 {
+                result.succeeded2xx = numbers[0]
+                result.status5xx = numbers[6]
+            }
+        }
+        return result
     }
 }
 

@@ -10,13 +10,13 @@ struct GatewayHarness {
     var url: String { "http://127.0.0.1:\(port)" }
 
     /// `routes` is YAML for the routes list; `{{UPSTREAM}}` names the test upstream's address.
-    static func start(routes: String = Self.defaultRoutes, listenerLimits: String = "{}", pool: String = "{}",
+    static func start(routes: String = Self.defaultRoutes, listenerLimits: String = "{}", http2: String = "{}", pool: String = "{}",
                       extraUpstreams: String = "", drain: String = "5s") async throws -> GatewayHarness {
         let upstream = try await TestUpstream.start()
         let yaml = """
             server: {workers: 2, drain_timeout: \(drain), admin: {address: "127.0.0.1:0"}}
             listeners:
-              - {name: test, address: "127.0.0.1:0", limits: \(listenerLimits)}
+              - {name: test, address: "127.0.0.1:0", protocols: [http1, h2c], limits: \(listenerLimits), http2: \(http2)}
             upstreams:
               origin: {endpoints: [{address: "127.0.0.1:\(upstream.port)"}], pool: \(pool)}
             \(extraUpstreams)

@@ -111,8 +111,19 @@ import Testing
     }
 
     @Test func featuresOfLaterReleasesAreRejectedNotIgnored() {
-        let text = Self.valid.replacingOccurrences(of: "    address: 127.0.0.1:8080", with: "    address: 127.0.0.1:8080\n    protocols: [http1, h2c]")
-        #expect(errors(text) == ["test.yaml:7:24: listeners[0].protocols[1]: HTTP/2 is not supported yet by this build (it arrives with HTTP/2 and TLS)"])
+        let text = Self.valid.replacingOccurrences(of: "    address: 127.0.0.1:8080", with: "    address: 127.0.0.1:8080\n    protocols: [h2, http1]")
+        #expect(errors(text) == ["test.yaml:7:17: listeners[0].protocols[0]: h2 needs TLS, which is not supported yet by this build (use h2c for cleartext HTTP/2)"])
+    }
+
+    @Test func http2Settings() throws {
+        let text = Self.valid.replacingOccurrences(
+            of: "    address: 127.0.0.1:8080",
+            with: "    address: 127.0.0.1:8080\n    protocols: [http1, h2c]\n    http2: {max_concurrent_streams: 64, initial_window_size: 256KiB, max_header_list_size: 16KiB}")
+        let listener = try ConfigLoader.parse(text, file: "t.yaml").listeners[0]
+        #expect(listener.protocols == ["http1", "h2c"])
+        #expect(listener.http2.maxConcurrentStreams == 64)
+        #expect(listener.http2.initialWindowSize == 256 << 10)
+        #expect(listener.http2.maxHeaderListSize == 16 << 10)
     }
 
     @Test func environmentInterpolation() throws {
