@@ -37,11 +37,15 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
     private var context: ChannelHandlerContext?
     private var streams: [Int32: HTTP2StreamDownstream] = [:]
     private var highestStreamID: Int32 = 0
+    /// Closed streams nghttp2 still answers for itself (STREAM_CLOSED), bounded.
+    private var recentlyClosed: Set<Int32> = []
     private var clientInfo = ClientInfo(address: "", scheme: "http")
     private var needsFlush = false
     private var afterSendActions: [() -> Void] = []
     private var closing = false
     private var lastActivity = NIODeadline.now()
+    private var resets = FloodMeter(burst: 200, perSecond: 50)
+    private var emptyFrames = FloodMeter(burst: 100, perSecond: 20)
     private var idleTimer: Scheduled<Void>?
 
     public init(handler: any ExchangeHandler, configuration: Configuration) {
@@ -79,8 +83,9 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
         guard let session else { return }
         lastActivity = .now()
         if let error = session.receive(unwrapInboundIn(data)) {
-            // nghttp2 has queued a GOAWAY where the protocol calls for one: send it, then close.
-            _ = error
+            // A GOAWAY is queued where the protocol or our limits call for one (nghttp2's own
+            // for flood limits it enforces): send it, then close. Only this connection ends.
+            if error.code == NGHTTP2_ERR_FLOODED.rawValue { session.goAway(code: NGHTTP2_ENHANCE_YOUR_CALM) }
             flush()
             context.close(promise: nil)
             return
@@ -199,13 +204,40 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
 }
 
 extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
-    func sessionBeginHeaders(streamID: Int32) -> Bool {
-        // nghttp2 ignores a new stream whose id is not above the last one; RFC 9113 §5.1.1
-        // makes it a connection error.
-        guard streamID > highestStreamID else { return false }
-        highestStreamID = streamID
+    func sessionBeginFrame(type: UInt8, streamID: Int32) -> nghttp2_error_code? {
+        // nghttp2 silently ignores HEADERS on a new stream id lower than one already used;
+        // RFC 9113 §5.1.1 makes it a connection error (h2spec http2/5.1.1/2).
+        if type == UInt8(NGHTTP2_HEADERS.rawValue), streams[streamID] == nil, streamID <= highestStreamID,
+            !recentlyClosed.contains(streamID)
+        {
+            return NGHTTP2_PROTOCOL_ERROR
+        }
+        return nil
+    }
+
+    func sessionFrameReceived(type: UInt8, streamID: Int32, length: Int, flags: UInt8) -> nghttp2_error_code? {
+        let now = NIODeadline.now()
+        switch type {
+        case UInt8(NGHTTP2_RST_STREAM.rawValue):
+            // Rapid reset (CVE-2023-44487): a client that cancels streams faster than any real
+            // one would is told to calm down and cut off.
+            if !resets.allow(now: now) { return NGHTTP2_ENHANCE_YOUR_CALM }
+        case UInt8(NGHTTP2_DATA.rawValue), UInt8(NGHTTP2_HEADERS.rawValue), UInt8(NGHTTP2_CONTINUATION.rawValue):
+            // Frames that carry nothing and end nothing only cost us work.
+            if length == 0 && flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) == 0 && type == UInt8(NGHTTP2_DATA.rawValue),
+                !emptyFrames.allow(now: now)
+            {
+                return NGHTTP2_ENHANCE_YOUR_CALM
+            }
+        default:
+            break
+        }
+        return nil
+    }
+
+    func sessionBeginHeaders(streamID: Int32) {
+        highestStreamID = max(highestStreamID, streamID)
         streams[streamID] = HTTP2StreamDownstream(streamID: streamID, connection: self)
-        return true
     }
 
     func sessionHeader(streamID: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Bool {
@@ -286,6 +318,8 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
 
     func sessionStreamClosed(streamID: Int32, errorCode: UInt32) {
         guard let stream = streams.removeValue(forKey: streamID) else { return }
+        if recentlyClosed.count >= 256 { recentlyClosed.removeAll(keepingCapacity: true) }
+        recentlyClosed.insert(streamID)
         if let exchange = stream.exchange {
             stream.exchange = nil
             exchange.downstreamClosed()
@@ -306,3 +340,28 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
 
 @available(*, unavailable)
 extension HTTP2ServerHandler: Sendable {}
+
+/// A token bucket: `burst` events at once, refilled at `perSecond`.
+struct FloodMeter {
+    let burst: Double
+    let perSecond: Double
+    private var tokens: Double
+    private var last: NIODeadline?
+
+    init(burst: Int, perSecond: Int) {
+        self.burst = Double(burst)
+        self.perSecond = Double(perSecond)
+        self.tokens = Double(burst)
+    }
+
+    mutating func allow(now: NIODeadline) -> Bool {
+        if let last {
+            let elapsed = Double((now - last).nanoseconds) / 1e9
+            tokens = min(burst, tokens + elapsed * perSecond)
+        }
+        last = now
+        guard tokens >= 1 else { return false }
+        tokens -= 1
+        return true
+    }
+}

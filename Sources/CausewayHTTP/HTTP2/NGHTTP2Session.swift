@@ -4,8 +4,11 @@ import NIOCore
 /// What an nghttp2 session reports, as Swift calls. Every call happens inside
 /// `NGHTTP2Session.receive` (nghttp2 invokes callbacks only from mem_recv and mem_send).
 protocol NGHTTP2SessionDelegate: AnyObject {
-    /// Returns false for a protocol violation that ends the connection.
-    func sessionBeginHeaders(streamID: Int32) -> Bool
+    /// Before a frame's payload is read; returning an error code ends the connection with it.
+    func sessionBeginFrame(type: UInt8, streamID: Int32) -> nghttp2_error_code?
+    /// After a whole frame; returning an error code ends the connection with it (flood limits).
+    func sessionFrameReceived(type: UInt8, streamID: Int32, length: Int, flags: UInt8) -> nghttp2_error_code?
+    func sessionBeginHeaders(streamID: Int32)
     /// Returns false to reset the stream (the header list is over its limit).
     func sessionHeader(streamID: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Bool
     func sessionHeadersComplete(streamID: Int32, endStream: Bool)
@@ -123,6 +126,12 @@ final class NGHTTP2Session {
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamID, code.rawValue)
     }
 
+    /// Queues GOAWAY with `code` and makes mem_recv stop (a callback's failure return).
+    fileprivate func terminate(_ code: nghttp2_error_code) -> Int32 {
+        nghttp2_session_terminate_session(session, code.rawValue)
+        return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue
+    }
+
     func goAway(code: nghttp2_error_code = NGHTTP2_NO_ERROR) {
         nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), lastStreamID, code.rawValue, nil, 0)
     }
@@ -179,11 +188,7 @@ final class NGHTTP2Session {
             guard let frame, frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue),
                 frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST
             else { return 0 }
-            let session = owner(userData)
-            guard session.delegate?.sessionBeginHeaders(streamID: frame.pointee.hd.stream_id) ?? false else {
-                nghttp2_session_terminate_session(session.session, NGHTTP2_PROTOCOL_ERROR.rawValue)
-                return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue
-            }
+            owner(userData).delegate?.sessionBeginHeaders(streamID: frame.pointee.hd.stream_id)
             return 0
         }
         nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameLength, value, valueLength, _, userData in
@@ -193,9 +198,21 @@ final class NGHTTP2Session {
                                                   value: UnsafeBufferPointer(start: value, count: valueLength))
             return accepted ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue
         }
+        nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks) { _, header, userData in
+            let session = owner(userData)
+            guard let header, let delegate = session.delegate,
+                let code = delegate.sessionBeginFrame(type: header.pointee.type, streamID: header.pointee.stream_id)
+            else { return 0 }
+            return session.terminate(code)
+        }
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, userData in
-            guard let frame, let delegate = owner(userData).delegate else { return 0 }
+            let session = owner(userData)
+            guard let frame, let delegate = session.delegate else { return 0 }
             let header = frame.pointee.hd
+            if let code = delegate.sessionFrameReceived(type: header.type, streamID: header.stream_id,
+                                                        length: header.length, flags: header.flags) {
+                return session.terminate(code)
+            }
             let endStream = header.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
             switch Int(header.type) {
             case Int(NGHTTP2_HEADERS.rawValue):
