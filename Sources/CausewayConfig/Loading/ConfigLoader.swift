@@ -134,8 +134,16 @@ struct GatewayConfigReader {
         var listener = ListenerConfig(name: name ?? "", address: address ?? HostPort(host: "0.0.0.0", port: 0))
         if let (node, path) = fields["protocols"], let items = reader.sequence(node, path) {
             let protocols = items.compactMap { reader.oneOf($0.node, $0.path, ["http1", "h2c", "h2"]) }
-            for (item, itemPath) in items where item.scalar?.string == "h2" {
-                reader.fail(item, itemPath, "h2 needs TLS, which is not supported yet by this build (use h2c for cleartext HTTP/2)")
+            let hasTLS = fields.has("tls")
+            for (item, itemPath) in items {
+                switch item.scalar?.string {
+                case "h2" where !hasTLS:
+                    reader.fail(item, itemPath, "h2 needs tls on this listener (use h2c for cleartext HTTP/2)")
+                case "h2c" where hasTLS:
+                    reader.fail(item, itemPath, "h2c is cleartext HTTP/2; a tls listener offers h2 instead")
+                default:
+                    break
+                }
             }
             if items.isEmpty { reader.fail(node, path, "at least one protocol is required") }
             listener.protocols = protocols
@@ -165,11 +173,34 @@ struct GatewayConfigReader {
                 listener.http2.maxHeaderListSize = v
             }
         }
-        if fields.has("tls") {
-            reader.fail(fields.keyNode("tls"), reader.join(path, "tls"), "not supported yet by this build (it arrives with TLS)")
+        if let (node, path) = fields["tls"] {
+            listener.tls = readTLS(node, path)
+            if !fields.has("protocols") { listener.protocols = ["h2", "http1"] }
         }
         guard name != nil, address != nil else { return nil }
         return listener
+    }
+
+    private func readTLS(_ node: Node, _ path: String) -> TLSListenerConfig? {
+        guard let fields = reader.mapping(node, path, allowed: ["certificates", "min_version"]) else { return nil }
+        var certificates: [TLSListenerConfig.Certificate] = []
+        if let (listNode, listPath) = fields["certificates"], let items = reader.sequence(listNode, listPath) {
+            if items.isEmpty { reader.fail(listNode, listPath, "at least one certificate is required") }
+            for (item, itemPath) in items {
+                guard let entry = reader.mapping(item, itemPath, allowed: ["cert", "key"]),
+                    let cert = required(entry, "cert", item, { reader.string($0, $1) }),
+                    let key = required(entry, "key", item, { reader.string($0, $1) }),
+                    let (certNode, certPath) = entry["cert"], let (keyNode, keyPath) = entry["key"]
+                else { continue }
+                certificates.append(.init(cert: cert, key: key, certLocation: reader.location(certNode, certPath),
+                                          keyLocation: reader.location(keyNode, keyPath)))
+            }
+        } else if !fields.has("certificates") {
+            reader.fail(node, reader.join(path, "certificates"), "required key is missing")
+        }
+        var minVersion = "1.2"
+        if let (n, p) = fields["min_version"], let value = reader.oneOf(n, p, ["1.2", "1.3"]) { minVersion = value }
+        return TLSListenerConfig(certificates: certificates, minVersion: minVersion)
     }
 
     /// Reads a required key, reporting its absence at the enclosing mapping.

@@ -17,6 +17,10 @@ final class NodeReader {
                                   message: message))
     }
 
+    func location(_ node: Node, _ path: String) -> ConfigLocation {
+        ConfigLocation(file: file, line: node.mark?.line ?? 1, column: node.mark?.column ?? 1, path: path)
+    }
+
     func fail(at mark: Mark?, _ path: String, _ message: String) {
         errors.append(ConfigError(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1, path: path,
                                   message: message))

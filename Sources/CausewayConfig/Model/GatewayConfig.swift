@@ -43,12 +43,42 @@ public struct ListenerConfig: Sendable {
     public var protocols: [String]
     public var limits: ListenerLimits
     public var http2 = HTTP2Settings()
+    /// Present = the listener speaks TLS.
+    public var tls: TLSListenerConfig?
 
     public init(name: String, address: HostPort, protocols: [String] = ["http1"], limits: ListenerLimits = .init()) {
         self.name = name
         self.address = address
         self.protocols = protocols
         self.limits = limits
+    }
+}
+
+public struct TLSListenerConfig: Sendable {
+    public struct Certificate: Sendable {
+        public var cert: String
+        public var key: String
+        /// Where each path was written, for errors found when the files are loaded.
+        public var certLocation: ConfigLocation
+        public var keyLocation: ConfigLocation
+    }
+
+    /// Chosen by SNI; the first is the default.
+    public var certificates: [Certificate]
+    /// "1.2" or "1.3".
+    public var minVersion: String
+}
+
+/// A key's position in its file, kept for errors that can only be found later (unreadable
+/// certificate files), so they read like every other config error.
+public struct ConfigLocation: Sendable {
+    public var file: String
+    public var line: Int
+    public var column: Int
+    public var path: String
+
+    public func error(_ message: String) -> ConfigError {
+        ConfigError(file: file, line: line, column: column, path: path, message: message)
     }
 }
 

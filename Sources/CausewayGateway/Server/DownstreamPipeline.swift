@@ -3,52 +3,64 @@ import CausewayHTTP
 import NIOCore
 import NIOHTTP1
 
-/// How a listener's accepted connection is set up: HTTP/1.1, or — when the listener offers
-/// h2c — whichever of HTTP/1.1 and HTTP/2 the first bytes announce.
+/// How a listener's accepted connection is set up: HTTP/1.1; or, when the listener offers
+/// h2c, whichever of HTTP/1.1 and HTTP/2 the first bytes announce; or, with TLS, whichever ALPN
+/// chose.
 ///
 /// ```
 /// http1 only:  ByteArrivalObserver ─▶ HTTP/1.1 codec ─▶ DownstreamHTTP1Handler
 /// with h2c:    ProtocolSniffer ─┬─▶ (the HTTP/1.1 handlers above)
 ///                               └─▶ HTTP2ServerHandler (nghttp2)
+/// with tls:    OpenSSLServerHandler ─▶ ALPNProtocolSelector ─┬─▶ HTTP/1.1 handlers
+///                                                            └─▶ HTTP2ServerHandler
 /// ```
 struct DownstreamPipeline: Sendable {
     let http1: DownstreamHTTP1Handler.Configuration
     let http2: HTTP2ServerHandler.Configuration?
     let decoderLimits: NIOHTTPDecoderLimitConfiguration
     let contexts: LoopContexts
+    let tls: TLSServerContext?
 
-    init(listener: ListenerConfig, contexts: LoopContexts) {
+    init(listener: ListenerConfig, contexts: LoopContexts, tls: TLSServerContext?) {
         self.contexts = contexts
+        self.tls = tls
+        let secure = tls != nil
         http1 = DownstreamHTTP1Handler.Configuration(
-            idleTimeout: TimeAmount(listener.limits.idleTimeout), headerTimeout: TimeAmount(listener.limits.headerTimeout))
+            idleTimeout: TimeAmount(listener.limits.idleTimeout), headerTimeout: TimeAmount(listener.limits.headerTimeout),
+            secure: secure)
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderListSize = listener.limits.maxHeaderSize
         limits.maxHeaderFieldSize = listener.limits.maxHeaderSize
         decoderLimits = limits
-        http2 = listener.protocols.contains("h2c")
+        http2 = listener.protocols.contains(secure ? "h2" : "h2c")
             ? HTTP2ServerHandler.Configuration(
                 maxConcurrentStreams: listener.http2.maxConcurrentStreams,
                 initialWindowSize: listener.http2.initialWindowSize,
                 maxHeaderListSize: listener.http2.maxHeaderListSize,
-                idleTimeout: TimeAmount(listener.limits.idleTimeout))
+                idleTimeout: TimeAmount(listener.limits.idleTimeout), secure: secure)
             : nil
     }
 
     func configure(_ channel: any Channel) throws {
         let handler = contexts.context(for: channel.eventLoop).exchangeHandler
         let sync = channel.pipeline.syncOperations
-        guard let http2 else {
-            try addHTTP1(sync, handler: handler)
-            return
-        }
-        let http1Pipeline = self
-        try sync.addHandler(ProtocolSniffer(timeout: http1.idleTimeout) { context, choice in
+        let pipeline = self
+        let install: (ChannelHandlerContext, ProtocolSniffer.Choice) throws -> Void = { context, choice in
             let sync = context.pipeline.syncOperations
-            switch choice {
-            case .http1: try http1Pipeline.addHTTP1(sync, handler: handler)
-            case .http2: try sync.addHandler(HTTP2ServerHandler(handler: handler, configuration: http2))
+            switch (choice, pipeline.http2) {
+            case (.http2, let http2?): try sync.addHandler(HTTP2ServerHandler(handler: handler, configuration: http2))
+            default: try pipeline.addHTTP1(sync, handler: handler)
             }
-        })
+        }
+        if let tls {
+            // ALPN decides; a client that offers nothing gets HTTP/1.1.
+            try sync.addHandler(OpenSSLServerHandler(context: tls))
+            try sync.addHandler(ALPNProtocolSelector(configure: install))
+        } else if http2 != nil {
+            try sync.addHandler(ProtocolSniffer(timeout: http1.idleTimeout, configure: install))
+        } else {
+            try addHTTP1(sync, handler: handler)
+        }
     }
 
     private func addHTTP1(_ sync: ChannelPipeline.SynchronousOperations, handler: any ExchangeHandler) throws {

@@ -70,7 +70,7 @@ public final class GatewayServer: Sendable {
         let limiter = ConnectionLimiter(limit: listener.limits.maxConnections)
         limiters.withLock { $0[listener.name] = limiter }
         let quiesce = self.quiesce
-        let pipeline = DownstreamPipeline(listener: listener, contexts: contexts)
+        let pipeline = DownstreamPipeline(listener: listener, contexts: contexts, tls: snapshot.tlsContexts[listener.name])
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

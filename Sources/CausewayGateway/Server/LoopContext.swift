@@ -35,6 +35,8 @@ public struct RuntimeSnapshot: Sendable {
     /// For each route (by index), the index of its upstream.
     let routeUpstream: [String: Int]
     let globalFilters: [any HTTPFilter]
+    /// By listener name, for TLS listeners.
+    public let tlsContexts: [String: TLSServerContext]
 
     /// Resolves endpoint host names once, here, so the request path never waits on DNS.
     public init(config: GatewayConfig) throws {
@@ -52,6 +54,28 @@ public struct RuntimeSnapshot: Sendable {
         var index: [String: Int] = [:]
         for (offset, upstream) in config.upstreams.enumerated() { index[upstream.name] = offset }
         self.routeUpstream = index
+        self.tlsContexts = try Self.loadTLS(config.listeners)
+    }
+
+    /// Loads every listener's certificates now, so unreadable or mismatched files are config
+    /// errors (from `validate` and at start), reported where the path was written.
+    static func loadTLS(_ listeners: [ListenerConfig]) throws(ConfigErrors) -> [String: TLSServerContext] {
+        var contexts: [String: TLSServerContext] = [:]
+        var errors: [ConfigError] = []
+        for listener in listeners {
+            guard let tls = listener.tls, !tls.certificates.isEmpty else { continue }
+            let alpn = listener.protocols.compactMap { $0 == "h2" ? "h2" : $0 == "http1" ? "http/1.1" : nil }
+            do {
+                contexts[listener.name] = try TLSServerContext(
+                    certificates: tls.certificates.map { .init(certPath: $0.cert, keyPath: $0.key) },
+                    minimumVersion: tls.minVersion, alpnProtocols: alpn)
+            } catch {
+                let entry = tls.certificates[error.index]
+                errors.append((error.isKey ? entry.keyLocation : entry.certLocation).error(error.message))
+            }
+        }
+        if !errors.isEmpty { throw ConfigErrors(errors) }
+        return contexts
     }
 }
 

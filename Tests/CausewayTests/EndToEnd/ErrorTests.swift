@@ -23,10 +23,10 @@ import Testing
     func routingErrors(over transport: Transport) async throws {
         let gateway = try await GatewayHarness.start()
         defer { Task { await gateway.stop() } }
-        let missing = try Curl.run(["\(gateway.url)/nowhere"], over: transport)
+        let missing = try Curl.run(["\(gateway.url(transport))/nowhere"], over: transport)
         #expect(missing.status == 404)
         #expect(try decode(missing).code == "route_not_found")
-        let wrongMethod = try Curl.run(["-X", "DELETE", "\(gateway.url)/api/x"], over: transport)
+        let wrongMethod = try Curl.run(["-X", "DELETE", "\(gateway.url(transport))/api/x"], over: transport)
         #expect(wrongMethod.status == 405)
         #expect(wrongMethod.header("allow") == "GET, POST, PUT, HEAD")
         #expect(try decode(wrongMethod).code == "method_not_allowed")
@@ -36,14 +36,14 @@ import Testing
     func bodyLimitsByLengthAndByStream(over transport: Transport) async throws {
         let gateway = try await GatewayHarness.start()
         defer { Task { await gateway.stop() } }
-        let declared = try Curl.run(["\(gateway.url)/api/upload", "--data-binary", "@-"], over: transport, input: Data(count: 2 << 20))
+        let declared = try Curl.run(["\(gateway.url(transport))/api/upload", "--data-binary", "@-"], over: transport, input: Data(count: 2 << 20))
         #expect(declared.status == 413)
         #expect(try decode(declared).code == "body_too_large")
         // Over HTTP/2 a body has no declared length when sent from a pipe with -T.
         let chunked = transport == .http1
-            ? try Curl.run(["\(gateway.url)/api/upload", "-H", "Transfer-Encoding: chunked", "--data-binary", "@-"],
+            ? try Curl.run(["\(gateway.url(transport))/api/upload", "-H", "Transfer-Encoding: chunked", "--data-binary", "@-"],
                            input: Data(count: 2 << 20))
-            : try Curl.run(["-T", "-", "\(gateway.url)/api/upload"], over: transport, input: Data(count: 2 << 20))
+            : try Curl.run(["-T", "-", "\(gateway.url(transport))/api/upload"], over: transport, input: Data(count: 2 << 20))
         #expect(chunked.status == 413)
         #expect(gateway.upstream.requests <= 1, "the declared-length request never reached the upstream")
     }
@@ -52,16 +52,16 @@ import Testing
     func upstreamFailuresMapTo502And504(over transport: Transport) async throws {
         let gateway = try await GatewayHarness.start()
         defer { Task { await gateway.stop() } }
-        let reset = try Curl.run(["\(gateway.url)/api/reset"], over: transport)
+        let reset = try Curl.run(["\(gateway.url(transport))/api/reset"], over: transport)
         #expect(reset.status == 502)
         #expect(try decode(reset).code == "upstream_unavailable")
-        let garbage = try Curl.run(["\(gateway.url)/api/garbage"], over: transport)
+        let garbage = try Curl.run(["\(gateway.url(transport))/api/garbage"], over: transport)
         #expect(garbage.status == 502)
         #expect(try decode(garbage).code == "upstream_invalid_response")
-        let slow = try Curl.run(["\(gateway.url)/api/slow?ms=5000"], over: transport)
+        let slow = try Curl.run(["\(gateway.url(transport))/api/slow?ms=5000"], over: transport)
         #expect(slow.status == 504)
         #expect(try decode(slow).code == "upstream_timeout")
-        let after = try Curl.run(["\(gateway.url)/api/status/201"], over: transport)
+        let after = try Curl.run(["\(gateway.url(transport))/api/status/201"], over: transport)
         #expect(after.status == 201, "a failed exchange leaves the gateway healthy")
     }
 
@@ -71,23 +71,23 @@ import Testing
         defer { Task { await gateway.stop() } }
         // One client connection, so one loop and one pooled upstream connection to reuse.
         if transport == .http1 {
-            let twice = try Curl.run(["-o", "/dev/null", "\(gateway.url)/api/stale", "-o", "/dev/null",
-                                      "-w", "%{http_code}", "\(gateway.url)/api/stale"])
+            let twice = try Curl.run(["-o", "/dev/null", "\(gateway.url(transport))/api/stale", "-o", "/dev/null",
+                                      "-w", "%{http_code}", "\(gateway.url(transport))/api/stale"])
             #expect(twice.body == "200200", "the second GET found its pooled connection closed and was retried")
         } else {
-            let twice = try H2Load.run(["-n", "2", "-c", "1", "-m", "1", "\(gateway.url)/api/stale"])
+            let twice = try H2Load.run(["-n", "2", "-c", "1", "-m", "1", "\(gateway.url(transport))/api/stale"])
             #expect(twice.succeeded2xx == 2, "the second GET found its pooled connection closed and was retried")
         }
         #expect(gateway.upstream.connections == 2)
         if transport == .http1 {
-            let post = try Curl.run(["-o", "/dev/null", "\(gateway.url)/api/stale", "-o", "/dev/null",
-                                     "-w", "%{http_code}", "-X", "POST", "\(gateway.url)/api/stale"])
+            let post = try Curl.run(["-o", "/dev/null", "\(gateway.url(transport))/api/stale", "-o", "/dev/null",
+                                     "-w", "%{http_code}", "-X", "POST", "\(gateway.url(transport))/api/stale"])
             #expect(post.body == "200502", "a POST is not replayed")
         } else {
             let body = FileManager.default.temporaryDirectory.appendingPathComponent("causeway-post-\(UUID().uuidString)")
             try Data("x".utf8).write(to: body)
             defer { try? FileManager.default.removeItem(at: body) }
-            let post = try H2Load.run(["-n", "2", "-c", "1", "-m", "1", "-d", body.path, "\(gateway.url)/api/stale"])
+            let post = try H2Load.run(["-n", "2", "-c", "1", "-m", "1", "-d", body.path, "\(gateway.url(transport))/api/stale"])
             #expect(post.status5xx == 1, "a POST is not replayed")
         }
     }

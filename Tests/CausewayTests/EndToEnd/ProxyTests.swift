@@ -8,7 +8,7 @@ import Testing
     func proxiesWithRewriteHeaderFiltersAndForwardingHeaders(over transport: Transport) async throws {
         let gateway = try await GatewayHarness.start()
         defer { Task { await gateway.stop() } }
-        let result = try Curl.run(["\(gateway.url)/api/items?x=1", "-H", "x-internal-token: secret",
+        let result = try Curl.run(["\(gateway.url(transport))/api/items?x=1", "-H", "x-internal-token: secret",
                                    "-H", "Connection: x-private", "-H", "x-private: hop", "-H", "TE: trailers",
                                    "-H", "x-forwarded-for: 10.1.1.1"], over: transport)
         #expect(result.status == 200)
@@ -22,9 +22,10 @@ import Testing
         }
         #expect(headers["te"] == nil)
         #expect(headers["x-forwarded-for"] == "10.1.1.1, 127.0.0.1")
-        #expect(headers["x-forwarded-proto"] == "http")
-        #expect(headers["x-forwarded-host"] == "127.0.0.1:\(gateway.port)")
-        #expect(headers["host"] == "127.0.0.1:\(gateway.port)")
+        let authority = transport == .h2 ? "localhost:\(gateway.tlsPort)" : "127.0.0.1:\(gateway.port)"
+        #expect(headers["x-forwarded-proto"] == (transport == .h2 ? "https" : "http"))
+        #expect(headers["x-forwarded-host"] == authority)
+        #expect(headers["host"] == authority)
         let requestID = try #require(result.header("x-request-id"))
         #expect(requestID.count == 32)
         #expect(headers["x-request-id"] == requestID, "the upstream sees the id the client gets")
@@ -37,7 +38,7 @@ import Testing
     func clientRequestIDIsKept(over transport: Transport) async throws {
         let gateway = try await GatewayHarness.start()
         defer { Task { await gateway.stop() } }
-        let result = try Curl.run(["\(gateway.url)/api/x", "-H", "X-Request-Id: abc-123"], over: transport)
+        let result = try Curl.run(["\(gateway.url(transport))/api/x", "-H", "X-Request-Id: abc-123"], over: transport)
         #expect(result.header("x-request-id") == "abc-123")
         #expect(gateway.upstream.lastHeader("x-request-id") == ["abc-123"])
     }
@@ -49,12 +50,12 @@ import Testing
         // One curl, 100 URLs: one client connection; every request lands on the same loop,
         // and so on the same pooled upstream connection.
         if transport == .http1 {
-            let urls = (0..<100).map { "\(gateway.url)/api/n\($0)" }
+            let urls = (0..<100).map { "\(gateway.url(transport))/api/n\($0)" }
             let result = try Curl.run(["-o", "/dev/null"] + urls.flatMap { [$0, "-o", "/dev/null"] }.dropLast(2))
             #expect(result.exitCode == 0)
         } else {
             // h2load: one connection, one stream at a time (curl 7.88 cannot reuse a prior-knowledge connection).
-            #expect(try H2Load.run(["-n", "100", "-c", "1", "-m", "1", "\(gateway.url)/api/n"]).succeeded2xx == 100)
+            #expect(try H2Load.run(["-n", "100", "-c", "1", "-m", "1", "\(gateway.url(transport))/api/n"]).succeeded2xx == 100)
         }
         #expect(gateway.upstream.requests == 100)
         #expect(gateway.upstream.connections == 1)
@@ -99,9 +100,9 @@ import Testing
         let gateway = try await GatewayHarness.start()
         defer { Task { await gateway.stop() } }
         let size = 1 << 30
-        _ = try Curl.run(["-o", "/dev/null", "\(gateway.url)/big/bytes?n=1000"])  // warm up pools and allocators
+        _ = try Curl.run(["-o", "/dev/null", "\(gateway.url(transport))/big/bytes?n=1000"])  // warm up pools and allocators
         let idle = ProcessStats.residentBytes()
-        let download = try Curl.run(["-o", "/dev/null", "-w", "%{size_download}", "\(gateway.url)/big/bytes?n=\(size)"], over: transport)
+        let download = try Curl.run(["-o", "/dev/null", "-w", "%{size_download}", "\(gateway.url(transport))/big/bytes?n=\(size)"], over: transport)
         #expect(download.body == String(size))
         let afterDownload = ProcessStats.residentBytes()
         // A sparse 1 GiB file: curl streams it as a PUT with Content-Length.
@@ -109,7 +110,7 @@ import Testing
         FileManager.default.createFile(atPath: file.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: file) }
         #expect(truncate(file.path, off_t(size)) == 0)
-        let upload = try Curl.run(["-T", file.path, "\(gateway.url)/big/upload"], over: transport)
+        let upload = try Curl.run(["-T", file.path, "\(gateway.url(transport))/big/upload"], over: transport)
         #expect(upload.body == "{\"received\":\(size)}")
         let afterUpload = ProcessStats.residentBytes()
         // The test process holds the gateway and the upstream: both must stream.

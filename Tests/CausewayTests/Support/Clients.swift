@@ -32,12 +32,14 @@ func readToEnd(_ fd: Int32) -> Data {
 
 /// The transports an end-to-end test body runs over.
 enum Transport: String, CaseIterable, Sendable, CustomTestStringConvertible {
-    case http1, h2c
+    /// HTTP/1.1 cleartext, HTTP/2 cleartext by prior knowledge, HTTP/2 over TLS (ALPN).
+    case http1, h2c, h2
 
     var curlArguments: [String] {
         switch self {
         case .http1: ["--http1.1"]
         case .h2c: ["--http2-prior-knowledge"]
+        case .h2: ["--http2", "--cacert", TestCertificates.shared.caPath]
         }
     }
 
@@ -85,6 +87,32 @@ enum Curl {
         }
         return CurlResult(status: status, headers: headers, body: String(decoding: body, as: UTF8.self),
                           exitCode: process.terminationStatus)
+    }
+}
+
+/// A self-signed certificate for "localhost" and 127.0.0.1, and one for "*.other.test", made
+/// once per test run with the openssl command.
+final class TestCertificates: Sendable {
+    static let shared = TestCertificates()
+    let directory: String
+
+    var caPath: String { directory + "/localhost.crt" }
+    func cert(_ name: String) -> String { directory + "/\(name).crt" }
+    func key(_ name: String) -> String { directory + "/\(name).key" }
+
+    private init() {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("causeway-certs-\(getpid())").path
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        for (name, names) in [("localhost", "DNS:localhost,IP:127.0.0.1"), ("other", "DNS:*.other.test")] {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+            process.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                                 "-keyout", directory + "/\(name).key", "-out", directory + "/\(name).crt", "-days", "2",
+                                 "-subj", "/CN=\(name)", "-addext", "subjectAltName=\(names)"]
+            process.standardError = FileHandle.nullDevice
+            try? process.run()
+            process.waitUntilExit()
+        }
     }
 }
 

@@ -7,16 +7,33 @@ struct GatewayHarness {
     let server: GatewayServer
     let upstream: TestUpstream
     let port: Int
+    let tlsPort: Int
     var url: String { "http://127.0.0.1:\(port)" }
+
+    /// The base URL for a transport: the cleartext listener, or the TLS one as "localhost".
+    func url(_ transport: Transport) -> String {
+        switch transport {
+        case .http1, .h2c: "http://127.0.0.1:\(port)"
+        case .h2: "https://localhost:\(tlsPort)"
+        }
+    }
 
     /// `routes` is YAML for the routes list; `{{UPSTREAM}}` names the test upstream's address.
     static func start(routes: String = Self.defaultRoutes, listenerLimits: String = "{}", http2: String = "{}", pool: String = "{}",
                       extraUpstreams: String = "", drain: String = "5s") async throws -> GatewayHarness {
         let upstream = try await TestUpstream.start()
+        let certificates = TestCertificates.shared
         let yaml = """
             server: {workers: 2, drain_timeout: \(drain), admin: {address: "127.0.0.1:0"}}
             listeners:
               - {name: test, address: "127.0.0.1:0", protocols: [http1, h2c], limits: \(listenerLimits), http2: \(http2)}
+              - name: tls
+                address: "127.0.0.1:0"
+                protocols: [h2, http1]
+                limits: \(listenerLimits)
+                http2: \(http2)
+                tls: {certificates: [{cert: "\(certificates.cert("localhost"))", key: "\(certificates.key("localhost"))"},
+                                     {cert: "\(certificates.cert("other"))", key: "\(certificates.key("other"))"}]}
             upstreams:
               origin: {endpoints: [{address: "127.0.0.1:\(upstream.port)"}], pool: \(pool)}
             \(extraUpstreams)
@@ -28,7 +45,8 @@ struct GatewayHarness {
         logger.logLevel = .critical
         let server = try GatewayServer(config: config, logger: logger)
         try await server.start()
-        return GatewayHarness(server: server, upstream: upstream, port: server.listenerAddresses["test"]!.port!)
+        return GatewayHarness(server: server, upstream: upstream, port: server.listenerAddresses["test"]!.port!,
+                              tlsPort: server.listenerAddresses["tls"]!.port!)
     }
 
     static let defaultRoutes = """

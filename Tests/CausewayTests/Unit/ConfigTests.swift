@@ -112,7 +112,7 @@ import Testing
 
     @Test func featuresOfLaterReleasesAreRejectedNotIgnored() {
         let text = Self.valid.replacingOccurrences(of: "    address: 127.0.0.1:8080", with: "    address: 127.0.0.1:8080\n    protocols: [h2, http1]")
-        #expect(errors(text) == ["test.yaml:7:17: listeners[0].protocols[0]: h2 needs TLS, which is not supported yet by this build (use h2c for cleartext HTTP/2)"])
+        #expect(errors(text) == ["test.yaml:7:17: listeners[0].protocols[0]: h2 needs tls on this listener (use h2c for cleartext HTTP/2)"])
     }
 
     @Test func http2Settings() throws {
