@@ -74,8 +74,16 @@ func serve(_ config: GatewayConfig, logger: Logger, afterStart: (GatewayServer) 
         throw ExitCode(1)
     }
     logger.info("started", metadata: ["workers": "\(server.workerCount)"])
+    let reload = ReloadSignal {
+        do {
+            try server.reloadCertificates()
+        } catch {
+            logger.error("certificate reload failed; keeping the current certificates", metadata: ["errors": "\(error)"])
+        }
+    }
     try await afterStart(server)
     await signals.wait()
+    _ = reload
     await server.shutdown()
 }
 

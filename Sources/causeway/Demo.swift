@@ -4,6 +4,7 @@ import CausewayDemo
 import CausewayGateway
 import Logging
 import NIOPosix
+import Foundation
 
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,6 +18,12 @@ struct Demo: AsyncParsableCommand {
     func run() async throws {
         logging.bootstrap()
         let logger = Logger(label: "causeway")
+        do {
+            try DemoCertificate.ensure(directory: "config/certs", logger: logger)
+        } catch {
+            printError("causeway demo: cannot make the demo certificate: \(error)")
+            throw ExitCode(1)
+        }
         let loaded: GatewayConfig
         do {
             loaded = try ConfigLoader.load(path: config)
@@ -33,25 +40,57 @@ struct Demo: AsyncParsableCommand {
             throw ExitCode(1)
         }
         try await serve(loaded, logger: logger) { server in
-            let port = server.listenerAddresses.values.first?.port ?? 8080
+            let port = server.listenerAddresses["public"]?.port ?? 8080
+            let tlsPort = server.listenerAddresses["public-tls"]?.port ?? 8443
             let admin = server.adminAddress?.port.map { "127.0.0.1:\($0)" } ?? "(admin off)"
-            print("""
+            // Written straight to the file descriptor: print() would sit in a buffer when piped.
+            FileHandle.standardOutput.write(Data("""
 
-            Causeway demo is running: gateway on http://localhost:\(port), users service on :3002, orders on :3003.
+            Causeway demo is running: gateway on http://localhost:\(port) and https://localhost:\(tlsPort)
+            (self-signed certificate in config/certs), users service on :3002, orders on :3003.
             Try, in another terminal:
 
               curl -i http://localhost:\(port)/api/v1/users
               curl -i http://localhost:\(port)/api/v1/users/2
               curl -i 'http://localhost:\(port)/api/v1/orders?userId=1'
               curl -i -X POST http://localhost:\(port)/api/v1/users -H 'content-type: application/json' -d '{"name":"Linus","email":"linus@example.com"}'
+              curl -i --http2-prior-knowledge http://localhost:\(port)/api/v1/users   # HTTP/2 cleartext (h2c)
+              curl -i --cacert config/certs/localhost.crt https://localhost:\(tlsPort)/api/v1/users   # h2 over TLS
               curl -i http://localhost:\(port)/api/v1/nothing-here        # 404 with a JSON error and request id
               curl -i -X DELETE http://localhost:\(port)/api/v1/users/1   # 405 with Allow
               curl -i http://\(admin)/ready
 
             Press Ctrl-C to stop (in-flight requests are drained first).
 
-            """)
+            """.utf8))
         }
         await services.stop()
+    }
+}
+
+/// The demo's TLS certificate: self-signed for localhost, made once with the openssl command and
+/// kept in config/certs (ignored by git: private keys are never committed).
+enum DemoCertificate {
+    static func ensure(directory: String, logger: Logger) throws {
+        let cert = directory + "/localhost.crt"
+        let key = directory + "/localhost.key"
+        if FileManager.default.fileExists(atPath: cert) && FileManager.default.fileExists(atPath: key) { return }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        process.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                             "-keyout", key, "-out", cert, "-days", "365", "-subj", "/CN=localhost",
+                             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1"]
+        process.standardError = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw DemoError("openssl exited with \(process.terminationStatus)") }
+        logger.info("made a self-signed demo certificate", metadata: ["cert": "\(cert)"])
+    }
+
+    struct DemoError: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
     }
 }

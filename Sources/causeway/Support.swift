@@ -52,6 +52,20 @@ final class ShutdownSignals: @unchecked Sendable {
     }
 }
 
+/// Runs `action` on each SIGHUP (certificate reload) while alive.
+final class ReloadSignal: @unchecked Sendable {
+    private let source: any DispatchSourceSignal
+
+    init(_ action: @escaping @Sendable () -> Void) {
+        signal(SIGHUP, SIG_IGN)
+        source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        source.setEventHandler(handler: action)
+        source.resume()
+    }
+
+    deinit { source.cancel() }
+}
+
 enum LogFormat: String, ExpressibleByArgument, Sendable {
     case text, json
 }

@@ -19,9 +19,9 @@ struct DownstreamPipeline: Sendable {
     let http2: HTTP2ServerHandler.Configuration?
     let decoderLimits: NIOHTTPDecoderLimitConfiguration
     let contexts: LoopContexts
-    let tls: TLSServerContext?
+    let tls: TLSContextBox?
 
-    init(listener: ListenerConfig, contexts: LoopContexts, tls: TLSServerContext?) {
+    init(listener: ListenerConfig, contexts: LoopContexts, tls: TLSContextBox?) {
         self.contexts = contexts
         self.tls = tls
         let secure = tls != nil
@@ -54,7 +54,7 @@ struct DownstreamPipeline: Sendable {
         }
         if let tls {
             // ALPN decides; a client that offers nothing gets HTTP/1.1.
-            try sync.addHandler(OpenSSLServerHandler(context: tls))
+            try sync.addHandler(OpenSSLServerHandler(context: tls.current))
             try sync.addHandler(ALPNProtocolSelector(configure: install))
         } else if http2 != nil {
             try sync.addHandler(ProtocolSniffer(timeout: http1.idleTimeout, configure: install))

@@ -128,6 +128,14 @@ public final class GatewayServer: Sendable {
         return completed
     }
 
+    /// Re-reads every listener's certificate and key files (SIGHUP). New handshakes use them;
+    /// open connections keep the ones they started with. On any error nothing changes.
+    public func reloadCertificates() throws(ConfigErrors) {
+        let fresh = try RuntimeSnapshot.loadTLS(snapshot.config.listeners)
+        for (name, context) in fresh { snapshot.tlsContexts[name]?.replace(context) }
+        logger.info("certificates reloaded", metadata: ["listeners": "\(fresh.keys.sorted())"])
+    }
+
     /// Open downstream connections on a listener (for tests and, later, metrics).
     public func openConnections(listener: String) -> Int {
         limiters.withLock { $0[listener]?.openConnections ?? 0 }

@@ -35,8 +35,8 @@ public struct RuntimeSnapshot: Sendable {
     /// For each route (by index), the index of its upstream.
     let routeUpstream: [String: Int]
     let globalFilters: [any HTTPFilter]
-    /// By listener name, for TLS listeners.
-    public let tlsContexts: [String: TLSServerContext]
+    /// By listener name, for TLS listeners. Boxes, so SIGHUP can swap in re-read certificates.
+    public let tlsContexts: [String: TLSContextBox]
 
     /// Resolves endpoint host names once, here, so the request path never waits on DNS.
     public init(config: GatewayConfig) throws {
@@ -54,7 +54,7 @@ public struct RuntimeSnapshot: Sendable {
         var index: [String: Int] = [:]
         for (offset, upstream) in config.upstreams.enumerated() { index[upstream.name] = offset }
         self.routeUpstream = index
-        self.tlsContexts = try Self.loadTLS(config.listeners)
+        self.tlsContexts = try Self.loadTLS(config.listeners).mapValues { TLSContextBox($0) }
     }
 
     /// Loads every listener's certificates now, so unreadable or mismatched files are config

@@ -96,8 +96,10 @@ public final class TLSServerContext: @unchecked Sendable {
         }
         guard SSL_CTX_use_PrivateKey_file(context, certificate.keyPath, SSL_FILETYPE_PEM) == 1 else {
             SSL_CTX_free(context)
-            throw LoadError(index: index, isKey: true,
-                            message: "cannot load private key \"\(certificate.keyPath)\": \(opensslErrors())")
+            let reason = opensslErrors()
+            throw LoadError(index: index, isKey: true, message: reason.contains("key values mismatch")
+                ? "private key \"\(certificate.keyPath)\" does not match certificate \"\(certificate.certPath)\""
+                : "cannot load private key \"\(certificate.keyPath)\": \(reason)")
         }
         guard SSL_CTX_check_private_key(context) == 1 else {
             SSL_CTX_free(context)
