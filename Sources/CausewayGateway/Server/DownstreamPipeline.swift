@@ -64,7 +64,21 @@ struct DownstreamPipeline: Sendable {
     }
 
     private func addHTTP1(_ sync: ChannelPipeline.SynchronousOperations, handler: any ExchangeHandler) throws {
-        let downstream = DownstreamHTTP1Handler(handler: handler, configuration: http1)
+        var upgrade: DownstreamHTTP1Handler.H2CUpgrade?
+        if tls == nil, let http2 {
+            // Upgrade: h2c — the HTTP/1.1 handlers leave and nghttp2 takes over the connection.
+            upgrade = { context, request, settings in
+                let sync = context.pipeline.syncOperations
+                try sync.removeHandler(context: sync.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self))
+                try sync.removeHandler(context: sync.context(handlerType: HTTPResponseEncoder.self))
+                try sync.removeHandler(context: sync.context(handlerType: ByteArrivalObserver.self))
+                try sync.addHandler(HTTP2ServerHandler(handler: handler, configuration: http2,
+                                                       upgrade: .init(request: request, settings: settings)),
+                                    position: .after(context.handler))
+                sync.removeHandler(context: context, promise: nil)
+            }
+        }
+        let downstream = DownstreamHTTP1Handler(handler: handler, configuration: http1, h2cUpgrade: upgrade)
         try sync.addHandler(downstream.makeByteObserver())
         try sync.configureHTTPServerPipeline(
             withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,

@@ -69,9 +69,9 @@ struct ConnectionTimer {
 
 /// Sits before the HTTP/1.1 decoder and tells the connection handler that bytes arrived, so a
 /// request head's clock starts at its first byte. It passes the bytes on untouched.
-final class ByteArrivalObserver: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
+public final class ByteArrivalObserver: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
 
     private let onBytes: () -> Void
 
@@ -79,7 +79,7 @@ final class ByteArrivalObserver: ChannelInboundHandler, RemovableChannelHandler 
         self.onBytes = onBytes
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         onBytes()
         context.fireChannelRead(data)
     }

@@ -60,9 +60,16 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
     private var timer: ConnectionTimer
     private var timerTask: Scheduled<Void>?
 
-    public init(handler: any ExchangeHandler, configuration: Configuration) {
+    /// Switches this connection to HTTP/2 after a `101` (RFC 7540 §3.2): given the request that
+    /// asked and its decoded HTTP2-Settings. nil when the listener does not offer h2c.
+    public typealias H2CUpgrade = (ChannelHandlerContext, HTTPRequest, [UInt8]) throws -> Void
+    private let h2cUpgrade: H2CUpgrade?
+    private var pendingUpgrade: (HTTPRequest, [UInt8])?
+
+    public init(handler: any ExchangeHandler, configuration: Configuration, h2cUpgrade: H2CUpgrade? = nil) {
         self.handler = handler
         self.configuration = configuration
+        self.h2cUpgrade = h2cUpgrade
         self.timer = ConnectionTimer(now: .now(), idleTimeout: configuration.idleTimeout,
                                      headerTimeout: configuration.headerTimeout)
     }
@@ -126,6 +133,11 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
             exchange?.receiveRequestBody(chunk)
         case .end(let trailers):
             requestEnded = true
+            if let (request, settings) = pendingUpgrade, let h2cUpgrade {
+                pendingUpgrade = nil
+                upgrade(to: h2cUpgrade, request: request, settings: settings, context: context)
+                return
+            }
             exchange?.receiveRequestEnd(trailers.map { HTTPFields($0, splitCookie: false) })
         }
     }
@@ -175,10 +187,40 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
             exchange.fail(error)
             return
         }
+        if h2cUpgrade != nil, framing.bodyLength == 0, keepAlive, let settings = Self.h2cUpgradeSettings(head) {
+            // Switched at the request's end, once the decoder is done with it.
+            self.exchange = nil
+            requestEnded = false
+            pendingUpgrade = (request, settings)
+            return
+        }
         expectContinue = head.headers.contains(name: "expect")
             && head.headers["expect"].contains { $0.lowercased() == "100-continue" }
         if expectContinue { exchange.request.headerFields[.expect] = nil }
         handler.handle(exchange)
+    }
+
+    /// The HTTP2-Settings payload of a well-formed `Upgrade: h2c` request, or nil. Requests with
+    /// a body are served over HTTP/1.1 instead (the upgrade is optional for the server).
+    static func h2cUpgradeSettings(_ head: HTTPRequestHead) -> [UInt8]? {
+        guard head.headers["upgrade"].contains(where: { $0.lowercased().split(separator: ",").contains { $0.trimmingSpaces() == "h2c" } }),
+            let encoded = head.headers["http2-settings"].first,
+            head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "http2-settings" })
+        else { return nil }
+        return Base64.decode(encoded)
+    }
+
+    private func upgrade(to install: H2CUpgrade, request: HTTPRequest, settings: [UInt8], context: ChannelHandlerContext) {
+        let head = HTTPResponseHead(version: .http1_1, status: .switchingProtocols,
+                                    headers: ["connection": "Upgrade", "upgrade": "h2c"])
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        exchange = nil
+        do {
+            try install(context, request, settings)
+        } catch {
+            context.close(promise: nil)
+        }
     }
 
     /// A request so broken no exchange can carry it.

@@ -48,9 +48,23 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
     private var emptyFrames = FloodMeter(burst: 100, perSecond: 20)
     private var idleTimer: Scheduled<Void>?
 
-    public init(handler: any ExchangeHandler, configuration: Configuration) {
+    /// The HTTP/1.1 request that asked for `Upgrade: h2c`; it becomes stream 1.
+    public struct Upgrade {
+        public var request: HTTPRequest
+        public var settings: [UInt8]
+
+        public init(request: HTTPRequest, settings: [UInt8]) {
+            self.request = request
+            self.settings = settings
+        }
+    }
+
+    private var upgrade: Upgrade?
+
+    public init(handler: any ExchangeHandler, configuration: Configuration, upgrade: Upgrade? = nil) {
         self.handler = handler
         self.configuration = configuration
+        self.upgrade = upgrade
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
@@ -70,7 +84,26 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
             return
         }
         armIdleTimer(context: context)
+        if let upgrade {
+            self.upgrade = nil
+            startUpgradedStream(upgrade, context: context)
+        }
         flush()
+    }
+
+    /// RFC 7540 §3.2: the upgrading request is stream 1, half-closed from the client's side.
+    private func startUpgradedStream(_ upgrade: Upgrade, context: ChannelHandlerContext) {
+        guard let session, session.upgrade(settings: upgrade.settings, isHead: upgrade.request.method == .head) else {
+            context.close(promise: nil)
+            return
+        }
+        highestStreamID = 1
+        let stream = HTTP2StreamDownstream(streamID: 1, connection: self)
+        streams[1] = stream
+        let exchange = Exchange(request: upgrade.request, requestBodyLength: 0, client: clientInfo,
+                                eventLoop: context.eventLoop, allocator: context.channel.allocator, downstream: stream)
+        stream.exchange = exchange
+        handler.handle(exchange)
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {

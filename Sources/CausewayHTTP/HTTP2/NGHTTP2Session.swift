@@ -111,6 +111,13 @@ final class NGHTTP2Session {
         return out
     }
 
+    /// Applies an h2c upgrade's HTTP2-Settings and opens stream 1 (RFC 7540 §3.2).
+    func upgrade(settings: [UInt8], isHead: Bool) -> Bool {
+        settings.withUnsafeBufferPointer { payload in
+            nghttp2_session_upgrade2(session, payload.baseAddress, payload.count, isHead ? 1 : 0, nil) == 0
+        }
+    }
+
     var wantsIO: Bool { nghttp2_session_want_read(session) != 0 || nghttp2_session_want_write(session) != 0 }
     var lastStreamID: Int32 { nghttp2_session_get_last_proc_stream_id(session) }
 
