@@ -53,7 +53,7 @@ let package = Package(
         ),
         .target(
             name: "CausewayUpstream",
-            dependencies: nio + ["CausewayConfig", "CausewayHTTP", .product(name: "Logging", package: "swift-log")],
+            dependencies: nio + ["CausewayConfig", "CausewayHTTP", "CNghttp2", .product(name: "Logging", package: "swift-log")],
             swiftSettings: releaseSettings
         ),
         .target(

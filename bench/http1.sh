@@ -25,10 +25,10 @@
 #                       [--causeway PATH] [--no-build] [--only LIST]
 set -euo pipefail
 
-export PATH="$PATH:/usr/sbin:/sbin"
-
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
 UPSTREAM_PORT=18090
 declare -A PORT=([nginx]=18091 [haproxy]=18092 [causeway]=18093)
@@ -41,15 +41,10 @@ CONNECTIONS=50
 CAUSEWAY_BIN="$REPO_ROOT/.build/release/causeway"
 BUILD=1
 PROXIES=("${ALL_PROXIES[@]}")
+ONLY=""
 
-TMP=""
-STARTED_PIDS=()           # every long-running process we started
-WRK_PID=""                # the wrk run in progress, if any
 declare -A MAIN_PID=()    # proxy name -> process launched
 declare -A MEASURE_PID=() # proxy name -> process whose CPU time is measured
-
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -75,209 +70,33 @@ parse_args() {
             --connections) CONNECTIONS="${2:?--connections needs a value}"; shift 2 ;;
             --causeway)    CAUSEWAY_BIN="${2:?--causeway needs a value}"; shift 2 ;;
             --no-build)    BUILD=0; shift ;;
-            --only)        IFS=',' read -ra PROXIES <<<"${2:?--only needs a value}"; shift 2 ;;
+            --only)        ONLY="${2:?--only needs a value}"; shift 2 ;;
             -h|--help)     usage; exit 0 ;;
             *)             usage >&2; die "unknown argument: $1" ;;
         esac
     done
-    local n
-    for n in "$DURATION" "$ROUNDS" "$CONNECTIONS"; do
-        [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "expected a positive integer, got '$n'"
-    done
-    ((${#PROXIES[@]})) || die "--only: empty list"
-    local p
-    for p in "${PROXIES[@]}"; do
-        [[ -n "${PORT[$p]:-}" ]] || die "--only: unknown proxy '$p' (known: ${ALL_PROXIES[*]})"
-    done
-    # Keep the canonical order whatever order --only used.
-    local ordered=()
-    for p in "${ALL_PROXIES[@]}"; do
-        [[ " ${PROXIES[*]} " == *" $p "* ]] && ordered+=("$p")
-    done
-    PROXIES=("${ordered[@]}")
+    check_positive "$DURATION" "$ROUNDS" "$CONNECTIONS"
+    [[ -n "$ONLY" ]] && parse_only "$ONLY"
     # Resolve a relative --causeway against the caller's directory.
     [[ "$CAUSEWAY_BIN" == /* ]] || CAUSEWAY_BIN="$PWD/$CAUSEWAY_BIN"
 }
 
-selected() { [[ " ${PROXIES[*]} " == *" $1 "* ]]; }
-
 # ---------------------------------------------------------------- setup
 
-as_root() { if ((EUID == 0)); then "$@"; else sudo "$@"; fi; }
-
 install_tools() {
-    local missing=() tool
-    for tool in nginx wrk taskset curl python3; do
-        command -v "$tool" >/dev/null || missing+=("$tool")
-    done
-    if selected haproxy && ! command -v haproxy >/dev/null; then missing+=(haproxy); fi
-    ((${#missing[@]})) || return 0
-    local pkgs=() t
-    for t in "${missing[@]}"; do
-        case "$t" in
-            taskset) pkgs+=(util-linux) ;;
-            *)       pkgs+=("$t") ;;
-        esac
-    done
-    log "installing: ${pkgs[*]}"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+    local tools=(nginx wrk taskset curl python3)
+    selected haproxy && tools+=(haproxy)
+    install_missing "${tools[@]}"
 }
-
-check_cpus() {
-    local n
-    n=$(nproc --all)
-    ((n >= 2)) || die "need at least 2 CPUs (proxy on CPU 0, wrk+upstream on CPU 1); have $n"
-    ((n == 2)) || log "note: $n CPUs present; still using only CPU 0 (proxy) and CPU 1 (wrk+upstream)"
-}
-
-build_causeway() {
-    selected causeway || return 0
-    [[ -x "$CAUSEWAY_BIN" ]] && return 0
-    ((BUILD)) || die "causeway binary not found at $CAUSEWAY_BIN (and --no-build given)"
-    [[ "$CAUSEWAY_BIN" == "$REPO_ROOT/.build/release/causeway" ]] \
-        || die "causeway binary not found at $CAUSEWAY_BIN"
-    log "building causeway (swift build -c release --product causeway)"
-    swift build -c release --product causeway --package-path "$REPO_ROOT"
-    [[ -x "$CAUSEWAY_BIN" ]] || die "build finished but $CAUSEWAY_BIN is missing"
-}
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 check_ports() {
     local ports=("$UPSTREAM_PORT") p
     for p in "${PROXIES[@]}"; do ports+=("${PORT[$p]}"); done
     selected causeway && ports+=("$CAUSEWAY_ADMIN_PORT")
-    for p in "${ports[@]}"; do
-        ! port_in_use "$p" || die "port $p is already in use"
-    done
-}
-
-# ---------------------------------------------------------------- processes
-
-# All descendants of a PID (children first level, then theirs, ...).
-descendants() {
-    local child
-    for child in $(pgrep -P "$1" || true); do
-        echo "$child"
-        descendants "$child"
-    done
-}
-
-# True if PID exists and is not a zombie (an exited child we have not
-# reaped yet still answers kill -0).
-alive() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ "${stat:0:1}" != Z ]]
-}
-
-any_alive() {
-    local v
-    for v in "$@"; do alive "$v" && return 0; done
-    return 1
-}
-
-kill_tree() {
-    local pid=$1 victims v i
-    alive "$pid" || { wait "$pid" 2>/dev/null || true; return 0; }
-    victims=("$pid" $(descendants "$pid"))
-    kill -TERM "${victims[@]}" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        any_alive "${victims[@]}" || break
-        sleep 0.1
-    done
-    for v in "${victims[@]}"; do
-        alive "$v" && kill -KILL "$v" 2>/dev/null || true
-    done
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$? i
-    trap - EXIT INT TERM
-    [[ -n "$WRK_PID" ]] && kill_tree "$WRK_PID"
-    for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
-        kill_tree "${STARTED_PIDS[i]}"
-    done
-    [[ -n "$TMP" && -d "$TMP" ]] && rm -rf "$TMP"
-    exit "$rc"
-}
-
-# start NAME CPU CMD... : run CMD in the background pinned to CPU, output to
-# $TMP/NAME.log. Sets LAST_PID (taskset execs, so it is the command's PID).
-start() {
-    local name=$1 cpu=$2; shift 2
-    taskset -c "$cpu" "$@" >"$TMP/$name.log" 2>&1 &
-    LAST_PID=$!
-    STARTED_PIDS+=("$LAST_PID")
-}
-
-proxy_failed() {
-    local name=$1 why=$2 f
-    log "$name failed: $why"
-    for f in "$TMP/$name".log "$TMP/$name"-error.log; do
-        [[ -s "$f" ]] || continue
-        printf -- '----- %s -----\n' "${f##*/}" >&2
-        tail -n 50 "$f" >&2
-    done
-    exit 1
-}
-
-# wait_ready NAME PID PORT: poll until http://127.0.0.1:PORT/ answers 2xx.
-wait_ready() {
-    local name=$1 pid=$2 port=$3 i
-    for ((i = 0; i < 200; i++)); do
-        alive "$pid" || proxy_failed "$name" "process exited"
-        curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$port/" && return 0
-        sleep 0.1
-    done
-    proxy_failed "$name" "no 2xx answer on port $port within 20 s"
+    check_ports_free "${ports[@]}"
 }
 
 # ---------------------------------------------------------------- configs
-
-nginx_common() {  # $1 = instance name
-    cat <<EOF
-worker_processes 1;
-daemon off;
-pid $TMP/$1.pid;
-error_log $TMP/$1-error.log warn;
-events { worker_connections 4096; }
-EOF
-}
-
-nginx_temp_paths() {  # $1 = instance name
-    local t="$TMP/$1-temp"
-    cat <<EOF
-    client_body_temp_path $t/client_body;
-    proxy_temp_path       $t/proxy;
-    fastcgi_temp_path     $t/fastcgi;
-    uwsgi_temp_path       $t/uwsgi;
-    scgi_temp_path        $t/scgi;
-EOF
-}
-
-write_upstream_conf() {
-    {
-        nginx_common upstream
-        cat <<EOF
-http {
-    access_log off;
-    keepalive_requests 1000000;
-$(nginx_temp_paths upstream)
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT;
-        location / {
-            default_type text/plain;
-            return 200 "hello from upstream\n";
-        }
-    }
-}
-EOF
-    } >"$TMP/upstream.conf"
-}
 
 write_nginx_proxy_conf() {
     {
@@ -340,33 +159,13 @@ EOF
 
 # ---------------------------------------------------------------- launching
 
-# nginx -e makes even pre-config errors go to our log, not /var/log/nginx.
-run_nginx() {  # $1 = instance name, $2 = cpu
-    mkdir -p "$TMP/$1-temp"  # nginx creates the leaf temp dirs, not parents
-    start "$1" "$2" nginx -p "$TMP/" -e "$TMP/$1-error.log" -c "$TMP/$1.conf"
-}
-
-start_upstream() {
-    write_upstream_conf
-    run_nginx upstream 1
-    local pid=$LAST_PID
-    wait_ready upstream "$pid" "$UPSTREAM_PORT"
-    log "upstream nginx ready on :$UPSTREAM_PORT (pid $pid, CPU 1)"
-}
-
 start_nginx() {
     write_nginx_proxy_conf
     run_nginx nginx 0
-    local master=$LAST_PID worker i
+    local master=$LAST_PID
     wait_ready nginx "$master" "${PORT[nginx]}"
-    for ((i = 0; i < 50; i++)); do
-        worker=$(pgrep -P "$master" | awk 'NR == 1' || true)
-        [[ -n "$worker" ]] && break
-        sleep 0.1
-    done
-    [[ -n "$worker" ]] || proxy_failed nginx "no worker process under master $master"
     MAIN_PID[nginx]=$master
-    MEASURE_PID[nginx]=$worker
+    MEASURE_PID[nginx]=$(nginx_worker nginx "$master")
 }
 
 start_haproxy() {
@@ -397,25 +196,10 @@ start_proxies() {
 
 # ---------------------------------------------------------------- measuring
 
-# utime + stime of a process in clock ticks. The comm field (2) may contain
-# spaces, so split after the last ')': field 3 is then index 0, so fields
-# 14 and 15 are indexes 11 and 12.
-cpu_ticks() {
-    local stat rest f
-    stat=$(<"/proc/$1/stat") || die "process $1 is gone"
-    rest=${stat##*) }
-    read -ra f <<<"$rest"
-    echo $((f[11] + f[12]))
-}
-
-# run_wrk PORT SECONDS OUTFILE: wrk pinned to CPU 1 (backgrounded so the
-# EXIT trap can kill it if we are interrupted).
+# run_wrk PORT SECONDS OUTFILE: wrk pinned to CPU 1.
 run_wrk() {
-    taskset -c 1 wrk -t1 -c "$CONNECTIONS" -d "${2}s" --latency \
-        "http://127.0.0.1:$1/" >"$3" 2>&1 &
-    WRK_PID=$!
-    wait "$WRK_PID" || { cat "$3" >&2; die "wrk failed against port $1"; }
-    WRK_PID=""
+    run_loadgen "$3" wrk -t1 -c "$CONNECTIONS" -d "${2}s" --latency "http://127.0.0.1:$1/" \
+        || { cat "$3" >&2; die "wrk failed against port $1"; }
 }
 
 warm_up() {
@@ -571,7 +355,7 @@ report() {
     stamp=$(date +%Y-%m-%d-%H%M%S)
     mkdir -p "$BENCH_DIR/results"
     md="$BENCH_DIR/results/http1-$stamp.md"
-    cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo || true)
+    cpu=$(cpu_model)
     header="# HTTP/1.1 proxy benchmark, $stamp\\n"
     header+="\\n- duration ${DURATION}s, rounds $ROUNDS, connections $CONNECTIONS, wrk -t1"
     header+="\\n- proxy on CPU 0; wrk + upstream nginx on CPU 1 ($(nproc --all) CPUs: ${cpu:-unknown})"
@@ -588,16 +372,12 @@ report() {
 main() {
     parse_args "$@"
     install_tools
-    check_cpus
+    check_cpus wrk
     build_causeway
     check_ports
 
     CLK_TCK=$(getconf CLK_TCK)
-    TMP=$(mktemp -d "${TMPDIR:-/tmp}/causeway-bench.XXXXXX")
-    chmod 755 "$TMP"  # nginx workers may run as 'nobody' when started as root
-    trap cleanup EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
+    setup_tmp
 
     write_helpers
     start_upstream

@@ -23,10 +23,11 @@ extension GatewayConfigReader {
             reader.fail(node, reader.join(path, "endpoints"), "required key is missing")
         }
         var upstream = UpstreamConfig(name: name, endpoints: endpoints)
-        if let (node, path) = fields["protocol"], let value = reader.oneOf(node, path, ["http1", "h2", "h2c"]),
-            value != "http1"
-        {
-            reader.fail(node, path, "\(value) upstreams are not supported yet by this build (they arrive with HTTP/2)")
+        if let (node, path) = fields["protocol"], let value = reader.oneOf(node, path, ["http1", "h2", "h2c"]) {
+            if value == "h2" {
+                reader.fail(node, path, "h2 upstreams (HTTP/2 over TLS) are not supported yet by this build; h2c is")
+            }
+            upstream.protocol = value
         }
         if fields.has("tls") {
             reader.fail(fields.keyNode("tls"), reader.join(path, "tls"),

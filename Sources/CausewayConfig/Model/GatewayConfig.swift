@@ -108,6 +108,8 @@ public struct ListenerLimits: Sendable {
 public struct UpstreamConfig: Sendable {
     public var name: String
     public var endpoints: [EndpointConfig]
+    /// "http1" or "h2c".
+    public var `protocol` = "http1"
     public var loadBalancing: String
     public var pool: PoolConfig
 

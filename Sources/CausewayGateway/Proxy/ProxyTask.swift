@@ -17,8 +17,8 @@ final class ProxyTask {
     private let exchange: Exchange
     private let route: CompiledRoute
     private let cluster: UpstreamCluster
-    private var pool: HTTP1ConnectionPool?
-    private var connection: UpstreamHTTP1Connection?
+    private var pool: (any UpstreamPool)?
+    private var connection: (any UpstreamRequestChannel)?
     private var waiterID: Int?
     private var timeout: Scheduled<Void>?
     private var sendsBody = false
@@ -116,7 +116,7 @@ final class ProxyTask {
 }
 
 extension ProxyTask: PoolWaiter {
-    func poolLeased(_ connection: UpstreamHTTP1Connection) {
+    func poolLeased(_ connection: any UpstreamRequestChannel) {
         waiterID = nil
         guard !finished else {
             // Leased after the exchange ended: hand it straight back unused by closing it.
@@ -124,7 +124,7 @@ extension ProxyTask: PoolWaiter {
             return
         }
         self.connection = connection
-        onReusedConnection = connection.exchangesServed > 0
+        onReusedConnection = connection.isReused
         sendsBody = exchange.requestBodyLength != 0
         connection.execute(requestHead(), hasBody: sendsBody, sink: self)
         if !retried { exchange.attachRequestBodyConsumer(self) }
@@ -191,6 +191,8 @@ extension ProxyTask: UpstreamResponseSink {
             finish(with: .upstreamUnavailable("cannot connect to upstream \"\(name)\" (\(endpoint)): \(reason)"))
         case .closedEarly:
             finish(with: .upstreamUnavailable("upstream \"\(name)\" (\(endpoint)) closed the connection before the response was complete"))
+        case .refusedStream:
+            finish(with: .upstreamUnavailable("upstream \"\(name)\" (\(endpoint)) refused the stream"))
         case .invalidResponse(let reason):
             finish(with: .upstreamInvalidResponse("upstream \"\(name)\" (\(endpoint)) sent an invalid response: \(reason)"))
         }
@@ -201,10 +203,15 @@ extension ProxyTask: UpstreamResponseSink {
     /// connection, when the request is bodyless and idempotent (RFC 9110 §9.2.2), as nginx and
     /// Envoy do. Anything else is answered as the failure it is.
     private func shouldRetry(after error: UpstreamError, responseStarted: Bool) -> Bool {
-        guard !finished, !retried, !responseStarted, onReusedConnection, exchange.requestBodyLength == 0,
-            case .closedEarly = error
-        else { return false }
-        return [.get, .head, .options, .trace, .put, .delete].contains(exchange.request.method)
+        guard !finished, !retried, !responseStarted, exchange.requestBodyLength == 0 else { return false }
+        switch error {
+        case .refusedStream:
+            return true  // the upstream says it did not process it
+        case .closedEarly:
+            return onReusedConnection && [.get, .head, .options, .trace, .put, .delete].contains(exchange.request.method)
+        default:
+            return false
+        }
     }
 
     func upstreamWritabilityChanged(_ writable: Bool) {

@@ -16,7 +16,7 @@ final class LoopContext {
         self.eventLoop = eventLoop
         self.snapshot = snapshot
         self.clusters = snapshot.upstreams.map {
-            UpstreamCluster(name: $0.name, endpoints: $0.endpoints, pool: $0.pool, eventLoop: eventLoop)
+            UpstreamCluster(name: $0.name, endpoints: $0.endpoints, protocol: $0.protocol, pool: $0.pool, eventLoop: eventLoop)
         }
     }
 }
@@ -26,6 +26,7 @@ public struct RuntimeSnapshot: Sendable {
     public struct Upstream: Sendable {
         public var name: String
         public var endpoints: [UpstreamEndpoint]
+        public var `protocol`: UpstreamProtocol
         public var pool: PoolConfig
     }
 
@@ -49,7 +50,7 @@ public struct RuntimeSnapshot: Sendable {
                 UpstreamEndpoint(address: try SocketAddress.makeAddressResolvingHost(endpoint.address.host,
                                                                                     port: endpoint.address.port),
                                  label: endpoint.address.description, weight: endpoint.weight)
-            }, pool: upstream.pool)
+            }, protocol: upstream.protocol == "h2c" ? .h2c : .http1, pool: upstream.pool)
         }
         var index: [String: Int] = [:]
         for (offset, upstream) in config.upstreams.enumerated() { index[upstream.name] = offset }

@@ -27,19 +27,29 @@ public struct WeightedRoundRobin: Sendable {
     }
 }
 
+public enum UpstreamProtocol: String, Sendable {
+    case http1, h2c
+}
+
 /// An upstream as one event loop sees it: its endpoints' pools on this loop and a balancer.
 public final class UpstreamCluster {
     public let name: String
-    public let pools: [HTTP1ConnectionPool]
+    public let pools: [any UpstreamPool]
     private var balancer: WeightedRoundRobin
 
-    public init(name: String, endpoints: [UpstreamEndpoint], pool: PoolConfig, eventLoop: any EventLoop) {
+    public init(name: String, endpoints: [UpstreamEndpoint], protocol: UpstreamProtocol, pool: PoolConfig,
+                eventLoop: any EventLoop) {
         self.name = name
-        self.pools = endpoints.map { HTTP1ConnectionPool(endpoint: $0, config: pool, eventLoop: eventLoop) }
+        self.pools = endpoints.map { endpoint -> any UpstreamPool in
+            switch `protocol` {
+            case .http1: HTTP1ConnectionPool(endpoint: endpoint, config: pool, eventLoop: eventLoop)
+            case .h2c: HTTP2ConnectionPool(endpoint: endpoint, config: pool, eventLoop: eventLoop)
+            }
+        }
         self.balancer = WeightedRoundRobin(weights: endpoints.map(\.weight))
     }
 
-    public func pickPool() -> HTTP1ConnectionPool? {
+    public func pickPool() -> (any UpstreamPool)? {
         guard !pools.isEmpty else { return nil }
         return pools[balancer.next()]
     }

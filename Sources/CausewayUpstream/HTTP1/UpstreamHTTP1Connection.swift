@@ -18,6 +18,23 @@ public enum UpstreamError: Error, Sendable, Equatable {
     case connectTimeout
     case closedEarly
     case invalidResponse(String)
+    /// HTTP/2 REFUSED_STREAM (or a GOAWAY that excluded the stream): the upstream did not
+    /// process the request, so it may be sent again.
+    case refusedStream
+}
+
+/// One request's way to an upstream: an HTTP/1.1 connection or an HTTP/2 stream. The proxy
+/// drives either the same way.
+public protocol UpstreamRequestChannel: AnyObject {
+    /// It served requests before (a reused keep-alive connection, or a busy HTTP/2 connection).
+    var isReused: Bool { get }
+    func execute(_ head: HTTPRequestHead, hasBody: Bool, sink: any UpstreamResponseSink)
+    func writeBody(_ chunk: ByteBuffer)
+    func writeEnd(_ trailers: HTTPHeaders?)
+    var isWritable: Bool { get }
+    func setResponseDemand(_ demand: Bool)
+    /// The exchange is over without a complete response: abandon it (close or reset).
+    func cancel()
 }
 
 /// One keep-alive HTTP/1.1 connection to an upstream, serving one exchange at a time.
@@ -28,7 +45,7 @@ public enum UpstreamError: Error, Sendable, Equatable {
 /// After a response ends it goes back to its pool if both sides allow keep-alive and the
 /// request was sent in full; otherwise it closes. Reads are held back while the sink's client
 /// cannot take more (response backpressure).
-public final class UpstreamHTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
+public final class UpstreamHTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler, UpstreamRequestChannel {
     public typealias InboundIn = HTTPClientResponsePart
     public typealias OutboundIn = HTTPClientRequestPart
     public typealias OutboundOut = HTTPClientRequestPart
@@ -59,6 +76,8 @@ public final class UpstreamHTTP1Connection: ChannelDuplexHandler, RemovableChann
     }
 
     public var isActive: Bool { state == .active }
+    /// Read before `execute` counts the new exchange.
+    public var isReused: Bool { exchangesServed > 0 }
 
     // MARK: Driving an exchange (from the proxy)
 

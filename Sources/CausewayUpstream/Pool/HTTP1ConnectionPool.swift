@@ -19,8 +19,22 @@ public struct UpstreamEndpoint: Sendable, Hashable {
 
 /// Who waits for a connection that is not there yet.
 public protocol PoolWaiter: AnyObject {
-    func poolLeased(_ connection: UpstreamHTTP1Connection)
+    func poolLeased(_ channel: any UpstreamRequestChannel)
     func poolFailed(_ error: UpstreamError)
+}
+
+public enum PoolLeaseResult {
+    case leased(any UpstreamRequestChannel)
+    /// Queued; keep the id to cancel.
+    case pending(Int)
+    case rejected
+}
+
+/// A per-loop, per-endpoint pool of upstream connections (HTTP/1.1 or HTTP/2).
+public protocol UpstreamPool: AnyObject {
+    var endpoint: UpstreamEndpoint { get }
+    func lease(_ waiter: any PoolWaiter) -> PoolLeaseResult
+    func cancel(waiter id: Int)
 }
 
 /// HTTP/1.1 keep-alive connections to one endpoint, owned by one event loop.
@@ -28,14 +42,7 @@ public protocol PoolWaiter: AnyObject {
 /// Only the owning loop touches it: connections come up on that loop (the bootstrap's group is
 /// the loop itself), so an exchange and its upstream socket always share a thread and no lock
 /// or hop is needed. Decisions are `HTTP1PoolStateMachine`'s; this class runs its actions.
-public final class HTTP1ConnectionPool {
-    public enum LeaseResult {
-        case leased(UpstreamHTTP1Connection)
-        /// Queued; keep the id to cancel.
-        case pending(Int)
-        case rejected
-    }
-
+public final class HTTP1ConnectionPool: UpstreamPool {
     public let endpoint: UpstreamEndpoint
     public let eventLoop: any EventLoop
     let config: PoolConfig
@@ -56,7 +63,7 @@ public final class HTTP1ConnectionPool {
 
     public var openConnections: Int { state.openConnections }
 
-    public func lease(_ waiter: any PoolWaiter) -> LeaseResult {
+    public func lease(_ waiter: any PoolWaiter) -> PoolLeaseResult {
         nextWaiterID &+= 1
         let waiterID = nextWaiterID
         switch state.lease(waiterID) {

@@ -124,8 +124,9 @@ struct H2Load {
 
     static func run(_ arguments: [String]) throws -> H2Load {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/h2load")
-        process.arguments = arguments
+        // Bounded: a test never hangs on a stuck stream.
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        process.arguments = ["30", "/usr/bin/h2load"] + arguments
         let stdout = Pipe()
         process.standardOutput = stdout
         process.standardError = FileHandle.nullDevice

@@ -1,0 +1,164 @@
+import CNghttp2
+import NIOCore
+import NIOHTTP1
+
+/// One exchange's stream on an upstream HTTP/2 connection, driven by the proxy exactly like an
+/// HTTP/1.1 connection. Request body chunks wait in a queue that nghttp2's data provider pulls
+/// as the upstream's window allows; response window is returned only as the client takes bytes.
+final class HTTP2UpstreamStream: UpstreamRequestChannel {
+    unowned(unsafe) let connection: HTTP2UpstreamConnection
+    var streamID: Int32 = 0
+    let isReused: Bool
+    var sink: (any UpstreamResponseSink)?
+
+    private var pending = CircularBuffer<ByteBuffer>()
+    private var pendingBytes = 0
+    private var requestEnded = false
+    private(set) var requestTrailers: HTTPHeaders?
+    private var deferred = false
+
+    private var status: Int?
+    private var headers = HTTPHeaders()
+    private var trailers = HTTPHeaders()
+    private var headStarted = false
+    private var responseEnded = false
+    private var wantsResponse = true
+    private var unconsumed = 0
+
+    init(connection: HTTP2UpstreamConnection, reused: Bool) {
+        self.connection = connection
+        self.isReused = reused
+    }
+
+    func execute(_ head: HTTPRequestHead, hasBody: Bool, sink: any UpstreamResponseSink) {
+        self.sink = sink
+        requestEnded = !hasBody
+        if !connection.submit(self, head: head, hasBody: hasBody) {
+            self.sink = nil
+            sink.upstreamFailed(.closedEarly, responseStarted: false)
+        }
+    }
+
+    func writeBody(_ chunk: ByteBuffer) {
+        pending.append(chunk)
+        pendingBytes += chunk.readableBytes
+        resumeIfDeferred()
+    }
+
+    func writeEnd(_ trailers: HTTPHeaders?) {
+        requestEnded = true
+        if let trailers, !trailers.isEmpty { requestTrailers = trailers }
+        resumeIfDeferred()
+    }
+
+    var isWritable: Bool { pendingBytes < 256 * 1024 && connection.isChannelWritable }
+
+    func setResponseDemand(_ demand: Bool) {
+        wantsResponse = demand
+        if demand && unconsumed > 0 {
+            let bytes = unconsumed
+            unconsumed = 0
+            connection.consume(self, bytes: bytes)
+        }
+    }
+
+    func cancel() {
+        sink = nil
+        if !responseEnded { connection.reset(self) }  // RST_STREAM(CANCEL) upstream
+    }
+
+    private func resumeIfDeferred() {
+        if deferred {
+            deferred = false
+            connection.resume(self)
+        }
+    }
+
+    // MARK: From the connection
+
+    func readBody(into target: UnsafeMutableRawBufferPointer) -> (count: Int, end: Bool)? {
+        if pendingBytes == 0 && !requestEnded {
+            deferred = true
+            return nil
+        }
+        var count = 0
+        while count < target.count, var chunk = pending.popFirst() {
+            let n = min(chunk.readableBytes, target.count - count)
+            chunk.withUnsafeReadableBytes { source in
+                UnsafeMutableRawBufferPointer(rebasing: target[count..<(count + n)])
+                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: source[0..<n]))
+            }
+            chunk.moveReaderIndex(forwardBy: n)
+            if chunk.readableBytes > 0 { pending.prepend(chunk) }
+            count += n
+        }
+        let wasFull = !isWritable
+        pendingBytes -= count
+        if wasFull && isWritable { sink?.upstreamWritabilityChanged(true) }
+        return (count, requestEnded && pendingBytes == 0)
+    }
+
+    func receiveHeader(name: String, value: String) {
+        if headStarted {
+            if !name.hasPrefix(":") { trailers.add(name: name, value: value) }
+        } else if name == ":status" {
+            status = Int(value)
+        } else if !name.hasPrefix(":") {
+            headers.add(name: name, value: value)
+        }
+    }
+
+    func headersComplete(endStream: Bool) {
+        if headStarted {
+            if endStream { ended(trailers: trailers) }
+            return
+        }
+        guard let status else {
+            connection.reset(self)
+            failed(.invalidResponse("response without :status"))
+            return
+        }
+        if status < 200 {  // informational: wait for the final head
+            self.status = nil
+            headers = HTTPHeaders()
+            return
+        }
+        headStarted = true
+        sink?.upstreamResponseHead(HTTPResponseHead(version: .init(major: 2, minor: 0),
+                                                    status: HTTPResponseStatus(statusCode: status), headers: headers))
+        if endStream { ended(trailers: nil) }
+    }
+
+    func receiveData(_ buffer: ByteBuffer) {
+        let bytes = buffer.readableBytes
+        sink?.upstreamResponseBody(buffer)
+        if wantsResponse || sink == nil {
+            connection.consume(self, bytes: bytes)
+        } else {
+            unconsumed += bytes
+        }
+    }
+
+    func ended(trailers: HTTPHeaders?) {
+        guard !responseEnded else { return }
+        responseEnded = true
+        let sink = self.sink
+        self.sink = nil
+        sink?.upstreamResponseEnd(trailers?.isEmpty == false ? trailers : nil)
+    }
+
+    func closed(errorCode: UInt32) {
+        guard !responseEnded else { return }
+        failed(errorCode == NGHTTP2_REFUSED_STREAM.rawValue ? .refusedStream : .closedEarly)
+    }
+
+    func failed(_ error: UpstreamError) {
+        responseEnded = true
+        guard let sink else { return }
+        self.sink = nil
+        sink.upstreamFailed(error, responseStarted: headStarted)
+    }
+}
+
+@available(*, unavailable)
+extension HTTP2UpstreamStream: Sendable {}
