@@ -26,9 +26,8 @@ final class HTTP2StreamDownstream {
     var unconsumed = 0
 
     // Response side
-    /// Response chunks not yet pulled by nghttp2 (a queue: one growing buffer would never shrink).
-    var pending = CircularBuffer<ByteBuffer>()
-    var pendingBytes = 0
+    /// Response chunks not yet pulled by nghttp2.
+    var pending = ChunkQueue()
     var responseEnded = false
     var responseTrailers: HTTPFields?
     var deferred = false
@@ -44,27 +43,16 @@ final class HTTP2StreamDownstream {
     /// Copies response bytes for nghttp2's data provider. `end` with `trailers` means the data
     /// ends here and the trailers close the stream.
     func read(into target: UnsafeMutableRawBufferPointer) -> (count: Int, end: Bool, trailers: HTTPFields?)? {
-        if pendingBytes == 0 && !responseEnded {
+        if pending.bytes == 0 && !responseEnded {
             deferred = true
             return nil
         }
-        var count = 0
-        while count < target.count, var chunk = pending.popFirst() {
-            let n = min(chunk.readableBytes, target.count - count)
-            chunk.withUnsafeReadableBytes { source in
-                UnsafeMutableRawBufferPointer(rebasing: target[count..<(count + n)])
-                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: source[0..<n]))
-            }
-            chunk.moveReaderIndex(forwardBy: n)
-            if chunk.readableBytes > 0 { pending.prepend(chunk) }
-            count += n
-        }
-        pendingBytes -= count
-        if reportedUnwritable && pendingBytes < Self.lowWater {
+        let count = pending.pop(into: target)
+        if reportedUnwritable && pending.bytes < Self.lowWater {
             reportedUnwritable = false
             connection.afterSend { [weak self] in self?.exchange?.downstreamWritabilityChanged(true) }
         }
-        let end = responseEnded && pendingBytes == 0
+        let end = responseEnded && pending.bytes == 0
         return (count, end, end ? responseTrailers : nil)
     }
 }
@@ -85,8 +73,7 @@ extension HTTP2StreamDownstream: ExchangeDownstream {
     func writeResponseBody(_ chunk: ByteBuffer) {
         guard !responseEnded else { return }
         pending.append(chunk)
-        pendingBytes += chunk.readableBytes
-        if pendingBytes >= Self.highWater { reportedUnwritable = true }
+        if pending.bytes >= Self.highWater { reportedUnwritable = true }
         resumeIfDeferred()
     }
 

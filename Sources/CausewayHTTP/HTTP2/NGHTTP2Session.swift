@@ -145,7 +145,7 @@ final class NGHTTP2Session {
 
     /// Submits a response head; with `hasBody` the body is pulled through the delegate.
     func submitResponse(streamID: Int32, status: Int, fields: [(String, String)], hasBody: Bool) -> Bool {
-        return Self.withNV([(":status", String(status))] + fields) { nva in
+        return withNGHTTP2Headers([(":status", String(status))] + fields) { nva in
             var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: Self.readCallback)
             return hasBody
                 ? nghttp2_submit_response(session, streamID, nva.baseAddress, nva.count, &provider) == 0
@@ -154,28 +154,8 @@ final class NGHTTP2Session {
     }
 
     func submitTrailers(streamID: Int32, fields: [(String, String)]) {
-        _ = Self.withNV(fields) { nva in
+        _ = withNGHTTP2Headers(fields) { nva in
             nghttp2_submit_trailer(session, streamID, nva.baseAddress, nva.count)
-        }
-    }
-
-    /// Builds an nghttp2_nv array over one contiguous byte buffer; nghttp2 copies during the call.
-    private static func withNV<R>(_ fields: [(String, String)], _ body: (UnsafeMutableBufferPointer<nghttp2_nv>) -> R) -> R {
-        var bytes: [UInt8] = []
-        var ranges: [(Int, Int, Int, Int)] = []
-        for (name, value) in fields {
-            let n = bytes.count
-            bytes.append(contentsOf: name.utf8)
-            let v = bytes.count
-            bytes.append(contentsOf: value.utf8)
-            ranges.append((n, v - n, v, bytes.count - v))
-        }
-        return bytes.withUnsafeMutableBufferPointer { storage in
-            var nva = ranges.map { r in
-                nghttp2_nv(name: storage.baseAddress! + r.0, value: storage.baseAddress! + r.2, namelen: r.1,
-                           valuelen: r.3, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
-            }
-            return nva.withUnsafeMutableBufferPointer { body($0) }
         }
     }
 

@@ -1,6 +1,7 @@
 import CNghttp2
 import NIOCore
 import NIOHTTP1
+import CausewayHTTP
 
 /// One HTTP/2 connection to an upstream (h2c, prior knowledge), many exchanges at once: an
 /// nghttp2 client session whose streams are handed out by `HTTP2ConnectionPool`.
@@ -149,7 +150,7 @@ public final class HTTP2UpstreamConnection: ChannelInboundHandler {
             if Self.connectionSpecific.contains(lower) { continue }
             fields.append((lower, value))
         }
-        let id: Int32 = withNV(fields) { nva in
+        let id: Int32 = withNGHTTP2Headers(fields) { nva in
             if hasBody {
                 var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: clientReadCallback)
                 return nghttp2_submit_request(session, nil, nva.baseAddress, nva.count, &provider,
@@ -186,7 +187,7 @@ public final class HTTP2UpstreamConnection: ChannelInboundHandler {
 
     func submitTrailers(_ stream: HTTP2UpstreamStream, _ trailers: HTTPHeaders) {
         guard let session else { return }
-        _ = withNV(trailers.map { ($0.name.lowercased(), $0.value) }) { nva in
+        _ = withNGHTTP2Headers(trailers.map { ($0.name.lowercased(), $0.value) }) { nva in
             nghttp2_submit_trailer(session, stream.streamID, nva.baseAddress, nva.count)
         }
     }
@@ -242,26 +243,6 @@ public final class HTTP2UpstreamConnection: ChannelInboundHandler {
 
 @available(*, unavailable)
 extension HTTP2UpstreamConnection: Sendable {}
-
-/// Builds an nghttp2_nv array over one contiguous byte buffer; nghttp2 copies during the call.
-func withNV<R>(_ fields: [(String, String)], _ body: (UnsafeMutableBufferPointer<nghttp2_nv>) -> R) -> R {
-    var bytes: [UInt8] = []
-    var ranges: [(Int, Int, Int, Int)] = []
-    for (name, value) in fields {
-        let n = bytes.count
-        bytes.append(contentsOf: name.utf8)
-        let v = bytes.count
-        bytes.append(contentsOf: value.utf8)
-        ranges.append((n, v - n, v, bytes.count - v))
-    }
-    return bytes.withUnsafeMutableBufferPointer { storage in
-        var nva = ranges.map { r in
-            nghttp2_nv(name: storage.baseAddress! + r.0, value: storage.baseAddress! + r.2, namelen: r.1, valuelen: r.3,
-                       flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
-        }
-        return nva.withUnsafeMutableBufferPointer { body($0) }
-    }
-}
 
 private func connection(_ userData: UnsafeMutableRawPointer?) -> HTTP2UpstreamConnection {
     Unmanaged<HTTP2UpstreamConnection>.fromOpaque(userData!).takeUnretainedValue()

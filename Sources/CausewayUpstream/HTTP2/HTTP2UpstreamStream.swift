@@ -1,6 +1,7 @@
 import CNghttp2
 import NIOCore
 import NIOHTTP1
+import CausewayHTTP
 
 /// One exchange's stream on an upstream HTTP/2 connection, driven by the proxy exactly like an
 /// HTTP/1.1 connection. Request body chunks wait in a queue that nghttp2's data provider pulls
@@ -11,8 +12,7 @@ final class HTTP2UpstreamStream: UpstreamRequestChannel {
     let isReused: Bool
     var sink: (any UpstreamResponseSink)?
 
-    private var pending = CircularBuffer<ByteBuffer>()
-    private var pendingBytes = 0
+    private var pending = ChunkQueue()
     private var requestEnded = false
     private(set) var requestTrailers: HTTPHeaders?
     private var deferred = false
@@ -41,7 +41,6 @@ final class HTTP2UpstreamStream: UpstreamRequestChannel {
 
     func writeBody(_ chunk: ByteBuffer) {
         pending.append(chunk)
-        pendingBytes += chunk.readableBytes
         resumeIfDeferred()
     }
 
@@ -51,7 +50,7 @@ final class HTTP2UpstreamStream: UpstreamRequestChannel {
         resumeIfDeferred()
     }
 
-    var isWritable: Bool { pendingBytes < 256 * 1024 && connection.isChannelWritable }
+    var isWritable: Bool { pending.bytes < 256 * 1024 && connection.isChannelWritable }
 
     func setResponseDemand(_ demand: Bool) {
         wantsResponse = demand
@@ -77,25 +76,14 @@ final class HTTP2UpstreamStream: UpstreamRequestChannel {
     // MARK: From the connection
 
     func readBody(into target: UnsafeMutableRawBufferPointer) -> (count: Int, end: Bool)? {
-        if pendingBytes == 0 && !requestEnded {
+        if pending.bytes == 0 && !requestEnded {
             deferred = true
             return nil
         }
-        var count = 0
-        while count < target.count, var chunk = pending.popFirst() {
-            let n = min(chunk.readableBytes, target.count - count)
-            chunk.withUnsafeReadableBytes { source in
-                UnsafeMutableRawBufferPointer(rebasing: target[count..<(count + n)])
-                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: source[0..<n]))
-            }
-            chunk.moveReaderIndex(forwardBy: n)
-            if chunk.readableBytes > 0 { pending.prepend(chunk) }
-            count += n
-        }
         let wasFull = !isWritable
-        pendingBytes -= count
+        let count = pending.pop(into: target)
         if wasFull && isWritable { sink?.upstreamWritabilityChanged(true) }
-        return (count, requestEnded && pendingBytes == 0)
+        return (count, requestEnded && pending.bytes == 0)
     }
 
     func receiveHeader(name: String, value: String) {
