@@ -91,3 +91,24 @@ import Testing
         for library in ["nghttp2", "openssl", "zlib", "brotli"] { #expect(result.stdout.contains("  \(library) ")) }
     }
 }
+
+/// The JSON Schema editors use must accept the configs we ship (checked with Python jsonschema).
+@Suite struct SchemaTests {
+    @Test func shippedConfigsMatchTheSchema() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.currentDirectoryURL = root
+        process.arguments = ["python3", "Tests/Scripts/check_schema.py", "config/causeway.schema.json",
+                             "config/causeway.yaml", "config/demo.yaml"]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let text = String(decoding: readToEnd(out.fileHandleForReading.fileDescriptor), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(text)")
+        #expect(text.contains("config/causeway.yaml: valid"))
+        #expect(text.contains("config/demo.yaml: valid"))
+    }
+}
