@@ -61,9 +61,7 @@ public final class HTTP2ConnectionPool: UpstreamPool {
         connecting += 1
         connectionsOpened += 1
         let loopBoundSelf = NIOLoopBound(self, eventLoop: eventLoop)
-        ClientBootstrap(group: eventLoop)
-            .connectTimeout(TimeAmount(config.connectTimeout))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        ClientBootstrap.upstream(on: eventLoop, config: config)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pool = loopBoundSelf.value
@@ -82,8 +80,7 @@ public final class HTTP2ConnectionPool: UpstreamPool {
                     }
                     pool.serveWaiters()
                 case .failure(let error):
-                    let failure: UpstreamError
-                    if case ChannelError.connectTimeout = error { failure = .connectTimeout } else { failure = .connectFailed("\(error)") }
+                    let failure = UpstreamError(connecting: error)
                     if pool.connecting == 0 && !pool.connections.contains(where: { $0.availableStreams > 0 }) {
                         let waiting = pool.waiters
                         pool.waiters.removeAll()

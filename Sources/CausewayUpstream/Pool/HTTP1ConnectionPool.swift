@@ -122,9 +122,7 @@ public final class HTTP1ConnectionPool: UpstreamPool {
     private func connect(_ id: Int) {
         connectionsOpened += 1
         let loopBoundSelf = NIOLoopBound(self, eventLoop: eventLoop)
-        ClientBootstrap(group: eventLoop)
-            .connectTimeout(TimeAmount(config.connectTimeout))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        ClientBootstrap.upstream(on: eventLoop, config: config)
             .channelInitializer { channel in
                 let pool = loopBoundSelf.value
                 let connection = UpstreamHTTP1Connection(id: id, pool: pool)
@@ -148,11 +146,7 @@ public final class HTTP1ConnectionPool: UpstreamPool {
                     pool.run(pool.state.connected(id))
                 case .failure(let error):
                     pool.connections[id] = nil
-                    if case ChannelError.connectTimeout = error {
-                        pool.lastConnectError = .connectTimeout
-                    } else {
-                        pool.lastConnectError = .connectFailed("\(error)")
-                    }
+                    pool.lastConnectError = UpstreamError(connecting: error)
                     pool.run(pool.state.connectFailed())
                 }
             }
@@ -178,3 +172,22 @@ public final class HTTP1ConnectionPool: UpstreamPool {
 
 @available(*, unavailable)
 extension HTTP1ConnectionPool: Sendable {}
+
+extension ClientBootstrap {
+    /// How every upstream connection is opened: on the pool's own loop, with its connect timeout.
+    static func upstream(on eventLoop: any EventLoop, config: PoolConfig) -> ClientBootstrap {
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(TimeAmount(config.connectTimeout))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+    }
+}
+
+extension UpstreamError {
+    init(connecting error: any Error) {
+        if case ChannelError.connectTimeout = error {
+            self = .connectTimeout
+        } else {
+            self = .connectFailed("\(error)")
+        }
+    }
+}
