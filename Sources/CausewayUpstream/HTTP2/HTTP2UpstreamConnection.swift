@@ -24,6 +24,9 @@ public final class HTTP2UpstreamConnection: ChannelInboundHandler {
     private(set) var draining = false
     /// Streams ever opened here, for `isReused`.
     private(set) var streamsOpened = 0
+    /// When the last stream closed; a connection with none for `idle_timeout` is closed.
+    private var idleSince = NIODeadline.now()
+    private var idleTimer: Scheduled<Void>?
 
     init(pool: HTTP2ConnectionPool) {
         self.pool = pool
@@ -56,10 +59,29 @@ public final class HTTP2UpstreamConnection: ChannelInboundHandler {
         ]
         nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &entries, entries.count)
         nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, 1 << 20)
+        armIdleTimer(context: context)
         flush()
     }
 
+    /// Re-armed lazily, like the HTTP/1.1 pool's: one scheduled task per connection.
+    private func armIdleTimer(context: ChannelHandlerContext) {
+        let timeout = TimeAmount(pool.config.idleTimeout)
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: idleSince + timeout) { [self] in
+            guard let context = self.context else { return }
+            if streams.isEmpty && NIODeadline.now() >= idleSince + timeout {
+                draining = true
+                if let session { nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR.rawValue) }
+                flush()
+                context.close(promise: nil)
+            } else {
+                if !streams.isEmpty { idleSince = .now() }
+                armIdleTimer(context: context)
+            }
+        }
+    }
+
     public func handlerRemoved(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
         self.context = nil
         if let session { nghttp2_session_del(session) }
         session = nil
@@ -222,6 +244,7 @@ public final class HTTP2UpstreamConnection: ChannelInboundHandler {
 
     fileprivate func streamClosed(streamID: Int32, errorCode: UInt32) {
         guard let stream = streams.removeValue(forKey: streamID) else { return }
+        if streams.isEmpty { idleSince = .now() }
         stream.closed(errorCode: errorCode)
         pool.streamClosed(on: self)
     }

@@ -13,12 +13,12 @@ private let nginxLocations = """
 
     /// Runs `body` with nginx and the gateway up, and always stops both (a child process left
     /// running would keep the test runner from exiting).
-    func withGateway(_ body: (GatewayHarness) async throws -> Void) async throws {
+    func withGateway(pool: String = "{}", _ body: (GatewayHarness) async throws -> Void) async throws {
         let nginx = try await Nginx.start(locations: nginxLocations)
         defer { nginx.stop() }
         let gateway = try await GatewayHarness.start(
             routes: "  - {name: h2, match: {path_prefix: /}, upstream: h2up}",
-            extraUpstreams: "  h2up: {endpoints: [{address: \"127.0.0.1:\(nginx.port)\"}], protocol: h2c}")
+            extraUpstreams: "  h2up: {endpoints: [{address: \"127.0.0.1:\(nginx.port)\"}], protocol: h2c, pool: \(pool)}")
         do {
             try await body(gateway)
         } catch {
@@ -49,6 +49,21 @@ private let nginxLocations = """
         // The h2load connection and this one may land on different loops (two pools).
         let requests = Int(after.body.split(separator: " ")[0].dropFirst("requests=".count)) ?? 0
         #expect(requests == 1 || requests >= 301, "multiplexed on one upstream connection (got \(requests))")
+        }
+    }
+
+    @Test func idleUpstreamConnectionsClose() async throws {
+        try await withGateway(pool: "{idle_timeout: 300ms}") { gateway in
+            // One client keep-alive connection: every request on the same loop and pool.
+            let client = try RawClient(port: gateway.port)
+            let request = "GET /conn HTTP/1.1\r\nHost: a\r\n\r\n"
+            client.send(request)
+            #expect(client.readUntil("proto=").contains("requests=1 "))
+            client.send(request)
+            #expect(client.readUntil("proto=").contains("requests=2 "), "reused while busy")
+            try await Task.sleep(for: .milliseconds(900))
+            client.send(request)
+            #expect(client.readUntil("proto=").contains("requests=1 "), "a new upstream connection after idling")
         }
     }
 }
