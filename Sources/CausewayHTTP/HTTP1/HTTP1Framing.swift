@@ -108,12 +108,11 @@ public enum HopByHop {
         fields[.upgrade] = nil
         fields[keepAlive] = nil
         fields[proxyConnection] = nil
-        fields[proxyAuthenticate] = nil
+        fields[.proxyAuthenticate] = nil
         fields[proxyAuthorization] = nil
     }
 
     static let keepAlive = HTTPField.Name("keep-alive")!
     static let proxyConnection = HTTPField.Name("proxy-connection")!
-    static let proxyAuthenticate = HTTPField.Name("proxy-authenticate")!
     static let proxyAuthorization = HTTPField.Name("proxy-authorization")!
 }

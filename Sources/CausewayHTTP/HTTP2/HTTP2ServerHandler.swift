@@ -208,8 +208,8 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
         flush()
     }
 
-    /// The exchange answered. If the client is still sending a body nobody will read, the
-    /// stream is reset with NO_ERROR once the response is out (RFC 9113 §8.1).
+    /// The exchange answered: send what is pending. Request DATA that still arrives for the
+    /// stream is consumed and dropped (`sessionData`), so the connection window stays open.
     func exchangeEnded(_ stream: HTTP2StreamDownstream) {
         flush()
     }
