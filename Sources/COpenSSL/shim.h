@@ -28,3 +28,11 @@ static inline long causeway_BIO_pending(BIO *bio) {
 static inline uint64_t causeway_SSL_server_options(void) {
     return SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE;
 }
+
+static inline long causeway_SSL_set_tlsext_host_name(SSL *ssl, const char *name) {
+    return SSL_set_tlsext_host_name(ssl, name);
+}
+
+static inline uint64_t causeway_SSL_client_options(void) {
+    return SSL_OP_NO_RENEGOTIATION;
+}

@@ -24,14 +24,15 @@ extension GatewayConfigReader {
         }
         var upstream = UpstreamConfig(name: name, endpoints: endpoints)
         if let (node, path) = fields["protocol"], let value = reader.oneOf(node, path, ["http1", "h2", "h2c"]) {
-            if value == "h2" {
-                reader.fail(node, path, "h2 upstreams (HTTP/2 over TLS) are not supported yet by this build; h2c is")
-            }
             upstream.protocol = value
         }
-        if fields.has("tls") {
-            reader.fail(fields.keyNode("tls"), reader.join(path, "tls"),
-                        "not supported yet by this build (it arrives with HTTP/2 and TLS)")
+        if let (node, tlsPath) = fields["tls"] {
+            if upstream.protocol == "h2c" {
+                reader.fail(fields.keyNode("tls"), tlsPath, "h2c is cleartext HTTP/2; use protocol: h2 for HTTP/2 over TLS")
+            }
+            upstream.tls = readUpstreamTLS(node, tlsPath)
+        } else if upstream.protocol == "h2" {
+            upstream.tls = UpstreamTLSConfig()  // h2 means TLS; verify against the system store
         }
         if let (node, path) = fields["load_balancing"], let value = reader.oneOf(node, path, ["round_robin"]) {
             upstream.loadBalancing = value
@@ -47,6 +48,28 @@ extension GatewayConfigReader {
             }
         }
         return upstream
+    }
+
+    private func readUpstreamTLS(_ node: Node, _ path: String) -> UpstreamTLSConfig? {
+        var tls = UpstreamTLSConfig()
+        // `tls: {}` (or an empty `tls:`) turns TLS on with the defaults.
+        if case .scalar(let scalar) = node, scalar.string.isEmpty || scalar.string == "null" { return tls }
+        guard let fields = reader.mapping(node, path, allowed: ["verify", "ca", "server_name", "cert", "key"]) else { return nil }
+        if let (n, p) = fields["verify"], let value = reader.bool(n, p) { tls.verify = value }
+        func file(_ key: String) -> UpstreamTLSConfig.File? {
+            guard let (n, p) = fields[key], let value = reader.optionalString(n, p) else { return nil }
+            return .init(path: value, location: reader.location(n, p))
+        }
+        tls.ca = file("ca")
+        tls.cert = file("cert")
+        tls.key = file("key")
+        if let (n, p) = fields["server_name"] { tls.serverName = reader.optionalString(n, p) }
+        if (tls.cert == nil) != (tls.key == nil) {
+            let present = tls.cert == nil ? "key" : "cert"
+            reader.fail(fields.keyNode(present), reader.join(path, present),
+                        "a client certificate needs both cert and key")
+        }
+        return tls
     }
 
     func readRoutes(_ node: Node, _ path: String, upstreamNames: [String]) -> [RouteConfig] {

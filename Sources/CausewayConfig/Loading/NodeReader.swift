@@ -81,6 +81,12 @@ final class NodeReader {
         return scalar.string
     }
 
+    /// A string, or nil without complaint for an explicit `null` (the contract's "default" marker).
+    func optionalString(_ node: Node, _ path: String) -> String? {
+        if case .scalar(let scalar) = node, node.null != nil, scalar.style == .plain { return nil }
+        return string(node, path)
+    }
+
     func stringList(_ node: Node, _ path: String) -> [String]? {
         guard let items = sequence(node, path) else { return nil }
         let strings = items.compactMap { string($0.node, $0.path) }

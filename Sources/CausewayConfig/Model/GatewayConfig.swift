@@ -108,8 +108,10 @@ public struct ListenerLimits: Sendable {
 public struct UpstreamConfig: Sendable {
     public var name: String
     public var endpoints: [EndpointConfig]
-    /// "http1" or "h2c".
+    /// "http1", "h2" (HTTP/2 over TLS, ALPN) or "h2c".
     public var `protocol` = "http1"
+    /// Connect with TLS; always set for "h2".
+    public var tls: UpstreamTLSConfig?
     public var loadBalancing: String
     public var pool: PoolConfig
 
@@ -120,6 +122,26 @@ public struct UpstreamConfig: Sendable {
         self.loadBalancing = loadBalancing
         self.pool = pool
     }
+}
+
+/// `upstreams.*.tls`: how Causeway, as a TLS client, checks the upstream and proves itself.
+public struct UpstreamTLSConfig: Sendable {
+    /// A file path with where it was written, so load errors point at the key.
+    public struct File: Sendable {
+        public var path: String
+        public var location: ConfigLocation
+    }
+
+    public var verify = true
+    /// CA bundle (PEM); nil = the system store.
+    public var ca: File?
+    /// SNI and the name the certificate must carry; nil = the endpoint's host.
+    public var serverName: String?
+    /// Client certificate and key, for upstreams that require mTLS.
+    public var cert: File?
+    public var key: File?
+
+    public init() {}
 }
 
 public struct EndpointConfig: Sendable, Hashable {

@@ -189,6 +189,8 @@ extension ProxyTask: UpstreamResponseSink {
             finish(with: .upstreamTimeout("connecting to upstream \"\(name)\" (\(endpoint)) timed out"))
         case .connectFailed(let reason):
             finish(with: .upstreamUnavailable("cannot connect to upstream \"\(name)\" (\(endpoint)): \(reason)"))
+        case .tlsFailed(let reason):
+            finish(with: .upstreamUnavailable("TLS with upstream \"\(name)\" (\(endpoint)) failed: \(reason)"))
         case .closedEarly:
             finish(with: .upstreamUnavailable("upstream \"\(name)\" (\(endpoint)) closed the connection before the response was complete"))
         case .refusedStream:

@@ -11,7 +11,7 @@ import NIOHTTP1
 /// http1 only:  ByteArrivalObserver ─▶ HTTP/1.1 codec ─▶ DownstreamHTTP1Handler
 /// with h2c:    ProtocolSniffer ─┬─▶ (the HTTP/1.1 handlers above)
 ///                               └─▶ HTTP2ServerHandler (nghttp2)
-/// with tls:    OpenSSLServerHandler ─▶ ALPNProtocolSelector ─┬─▶ HTTP/1.1 handlers
+/// with tls:    OpenSSLHandler ─▶ ALPNProtocolSelector ─┬─▶ HTTP/1.1 handlers
 ///                                                            └─▶ HTTP2ServerHandler
 /// ```
 struct DownstreamPipeline: Sendable {
@@ -54,7 +54,7 @@ struct DownstreamPipeline: Sendable {
         }
         if let tls {
             // ALPN decides; a client that offers nothing gets HTTP/1.1.
-            try sync.addHandler(OpenSSLServerHandler(context: tls.current))
+            try sync.addHandler(OpenSSLHandler(context: tls.current))
             try sync.addHandler(ALPNProtocolSelector(configure: install))
         } else if http2 != nil {
             try sync.addHandler(ProtocolSniffer(timeout: http1.idleTimeout, configure: install))

@@ -45,12 +45,16 @@ public struct RuntimeSnapshot: Sendable {
         let globalFilters: [any HTTPFilter] = [RequestIDFilter()]
         self.globalFilters = globalFilters
         self.router = Router(routes: try config.routes.map { try CompiledRoute(config: $0, globalFilters: globalFilters) })
+        let clientTLS = try Self.loadUpstreamTLS(config.upstreams)
         self.upstreams = try config.upstreams.map { upstream in
             Upstream(name: upstream.name, endpoints: try upstream.endpoints.map { endpoint in
                 UpstreamEndpoint(address: try SocketAddress.makeAddressResolvingHost(endpoint.address.host,
                                                                                     port: endpoint.address.port),
-                                 label: endpoint.address.description, weight: endpoint.weight)
-            }, protocol: upstream.protocol == "h2c" ? .h2c : .http1, pool: upstream.pool)
+                                 label: endpoint.address.description, weight: endpoint.weight,
+                                 tls: clientTLS[upstream.name].map {
+                                     UpstreamTLS(context: $0, serverName: upstream.tls?.serverName ?? endpoint.address.host)
+                                 })
+            }, protocol: upstream.protocol == "http1" ? .http1 : .http2, pool: upstream.pool)
         }
         var index: [String: Int] = [:]
         for (offset, upstream) in config.upstreams.enumerated() { index[upstream.name] = offset }
@@ -73,6 +77,34 @@ public struct RuntimeSnapshot: Sendable {
             } catch {
                 let entry = tls.certificates[error.index]
                 errors.append((error.isKey ? entry.keyLocation : entry.certLocation).error(error.message))
+            }
+        }
+        if !errors.isEmpty { throw ConfigErrors(errors) }
+        return contexts
+    }
+}
+
+extension RuntimeSnapshot {
+    /// Upstream TLS client contexts, one per TLS upstream; unreadable CA, certificate or key
+    /// files are config errors at the key that names them.
+    static func loadUpstreamTLS(_ upstreams: [UpstreamConfig]) throws(ConfigErrors) -> [String: TLSClientContext] {
+        var contexts: [String: TLSClientContext] = [:]
+        var errors: [ConfigError] = []
+        for upstream in upstreams {
+            guard let tls = upstream.tls else { continue }
+            let options = TLSClientContext.Options(
+                verify: tls.verify, caPath: tls.ca?.path, certPath: tls.cert?.path, keyPath: tls.key?.path,
+                alpnProtocols: upstream.protocol == "h2" ? ["h2"] : ["http/1.1"])
+            do {
+                contexts[upstream.name] = try TLSClientContext(options)
+            } catch {
+                let file: UpstreamTLSConfig.File? = switch error {
+                case .ca: tls.ca
+                case .cert: tls.cert
+                case .key: tls.key
+                }
+                errors.append(file?.location.error(error.description)
+                    ?? ConfigError(file: "", line: 1, column: 1, path: "upstreams.\(upstream.name).tls", message: error.description))
             }
         }
         if !errors.isEmpty { throw ConfigErrors(errors) }

@@ -28,7 +28,10 @@ public struct WeightedRoundRobin: Sendable {
 }
 
 public enum UpstreamProtocol: String, Sendable {
-    case http1, h2c
+    /// HTTP/1.1, over TLS when the endpoints say so.
+    case http1
+    /// HTTP/2: h2c in cleartext, h2 when the endpoints carry TLS (ALPN "h2").
+    case http2
 }
 
 /// An upstream as one event loop sees it: its endpoints' pools on this loop and a balancer.
@@ -43,7 +46,7 @@ public final class UpstreamCluster {
         self.pools = endpoints.map { endpoint -> any UpstreamPool in
             switch `protocol` {
             case .http1: HTTP1ConnectionPool(endpoint: endpoint, config: pool, eventLoop: eventLoop)
-            case .h2c: HTTP2ConnectionPool(endpoint: endpoint, config: pool, eventLoop: eventLoop)
+            case .http2: HTTP2ConnectionPool(endpoint: endpoint, config: pool, eventLoop: eventLoop)
             }
         }
         self.balancer = WeightedRoundRobin(weights: endpoints.map(\.weight))

@@ -16,6 +16,8 @@ public protocol UpstreamResponseSink: AnyObject {
 public enum UpstreamError: Error, Sendable, Equatable {
     case connectFailed(String)
     case connectTimeout
+    /// The TLS handshake failed (an untrusted certificate, no common protocol, a timeout).
+    case tlsFailed(String)
     case closedEarly
     case invalidResponse(String)
     /// HTTP/2 REFUSED_STREAM (or a GOAWAY that excluded the stream): the upstream did not

@@ -2,7 +2,7 @@ import CausewayConfig
 import NIOCore
 import NIOPosix
 
-/// HTTP/2 (h2c) connections to one endpoint, owned by one event loop. Exchanges share a
+/// HTTP/2 connections (h2c, or h2 over TLS) to one endpoint, owned by one event loop. Exchanges share a
 /// connection as streams; when every connection is at the upstream's SETTINGS_MAX_CONCURRENT_STREAMS
 /// (or going away), another is opened, up to `max_connections`; beyond that requests queue up
 /// to `max_pending`.
@@ -61,21 +61,18 @@ public final class HTTP2ConnectionPool: UpstreamPool {
         connecting += 1
         connectionsOpened += 1
         let loopBoundSelf = NIOLoopBound(self, eventLoop: eventLoop)
-        ClientBootstrap.upstream(on: eventLoop, config: config)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let pool = loopBoundSelf.value
-                    try channel.pipeline.syncOperations.addHandler(HTTP2UpstreamConnection(pool: pool))
-                }
-            }
-            .connect(to: endpoint.address)
+        endpoint.connect(on: eventLoop, config: config) { channel in
+            try channel.pipeline.syncOperations.addHandler(HTTP2UpstreamConnection(pool: loopBoundSelf.value))
+        }
             .assumeIsolated()
             .whenComplete { result in
                 let pool = loopBoundSelf.value
                 pool.connecting -= 1
                 switch result {
                 case .success(let channel):
-                    if let connection = try? channel.pipeline.syncOperations.handler(type: HTTP2UpstreamConnection.self) {
+                    if let connection = try? channel.pipeline.syncOperations.handler(type: HTTP2UpstreamConnection.self),
+                        channel.isActive
+                    {
                         pool.connections.append(connection)
                     }
                     pool.serveWaiters()

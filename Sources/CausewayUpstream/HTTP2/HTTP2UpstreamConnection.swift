@@ -3,7 +3,7 @@ import NIOCore
 import NIOHTTP1
 import CausewayHTTP
 
-/// One HTTP/2 connection to an upstream (h2c, prior knowledge), many exchanges at once: an
+/// One HTTP/2 connection to an upstream (h2c by prior knowledge, or h2 over TLS), many exchanges at once: an
 /// nghttp2 client session whose streams are handed out by `HTTP2ConnectionPool`.
 ///
 /// As on the server side, nghttp2 calls back only inside `mem_recv`/`mem_send`; sends that

@@ -3,20 +3,6 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// An endpoint with its address resolved once, at start-up, off the request path.
-public struct UpstreamEndpoint: Sendable, Hashable {
-    public var address: SocketAddress
-    /// "host:port" as configured, for logs and errors.
-    public var label: String
-    public var weight: Int
-
-    public init(address: SocketAddress, label: String, weight: Int) {
-        self.address = address
-        self.label = label
-        self.weight = weight
-    }
-}
-
 /// Who waits for a connection that is not there yet.
 public protocol PoolWaiter: AnyObject {
     func poolLeased(_ channel: any UpstreamRequestChannel)
@@ -122,27 +108,27 @@ public final class HTTP1ConnectionPool: UpstreamPool {
     private func connect(_ id: Int) {
         connectionsOpened += 1
         let loopBoundSelf = NIOLoopBound(self, eventLoop: eventLoop)
-        ClientBootstrap.upstream(on: eventLoop, config: config)
-            .channelInitializer { channel in
-                let pool = loopBoundSelf.value
-                let connection = UpstreamHTTP1Connection(id: id, pool: pool)
-                do {
-                    // Headers reaching here were parsed and validated on the way in; validating again costs ~5%.
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(
-                        leftOverBytesStrategy: .dropBytes, enableOutboundHeaderValidation: false)
-                    try channel.pipeline.syncOperations.addHandler(connection)
-                    pool.connections[id] = connection
-                    return channel.eventLoop.makeSucceededVoidFuture()
-                } catch {
-                    return channel.eventLoop.makeFailedFuture(error)
-                }
-            }
-            .connect(to: endpoint.address)
+        endpoint.connect(on: eventLoop, config: config) { channel in
+            let pool = loopBoundSelf.value
+            // Headers reaching here were parsed and validated on the way in; validating again costs ~5%.
+            try channel.pipeline.syncOperations.addHTTPClientHandlers(
+                leftOverBytesStrategy: .dropBytes, enableOutboundHeaderValidation: false)
+            try channel.pipeline.syncOperations.addHandler(UpstreamHTTP1Connection(id: id, pool: pool))
+        }
             .assumeIsolated()
             .whenComplete { result in
                 let pool = loopBoundSelf.value
                 switch result {
-                case .success:
+                case .success(let channel):
+                    // Registered only now: a connection that dies in its TLS handshake was never the pool's.
+                    guard let connection = try? channel.pipeline.syncOperations.handler(type: UpstreamHTTP1Connection.self),
+                        channel.isActive
+                    else {
+                        pool.lastConnectError = .connectFailed("the connection closed while it was being set up")
+                        pool.run(pool.state.connectFailed())
+                        return
+                    }
+                    pool.connections[id] = connection
                     pool.run(pool.state.connected(id))
                 case .failure(let error):
                     pool.connections[id] = nil
@@ -172,22 +158,3 @@ public final class HTTP1ConnectionPool: UpstreamPool {
 
 @available(*, unavailable)
 extension HTTP1ConnectionPool: Sendable {}
-
-extension ClientBootstrap {
-    /// How every upstream connection is opened: on the pool's own loop, with its connect timeout.
-    static func upstream(on eventLoop: any EventLoop, config: PoolConfig) -> ClientBootstrap {
-        ClientBootstrap(group: eventLoop)
-            .connectTimeout(TimeAmount(config.connectTimeout))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-    }
-}
-
-extension UpstreamError {
-    init(connecting error: any Error) {
-        if case ChannelError.connectTimeout = error {
-            self = .connectTimeout
-        } else {
-            self = .connectFailed("\(error)")
-        }
-    }
-}

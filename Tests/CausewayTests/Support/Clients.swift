@@ -90,8 +90,9 @@ enum Curl {
     }
 }
 
-/// A self-signed certificate for "localhost" and 127.0.0.1, and one for "*.other.test", made
-/// once per test run with the openssl command.
+/// Certificates made once per test run with the openssl command: self-signed "localhost"
+/// (also 127.0.0.1) and "*.other.test" for listeners; and a small PKI for upstream TLS, a CA
+/// ("ca") that signed "upstream" (localhost, 127.0.0.1) and "client" (for mTLS).
 final class TestCertificates: Sendable {
     static let shared = TestCertificates()
     let directory: String
@@ -103,16 +104,21 @@ final class TestCertificates: Sendable {
     private init() {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("causeway-certs-\(getpid())").path
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        for (name, names) in [("localhost", "DNS:localhost,IP:127.0.0.1"), ("other", "DNS:*.other.test")] {
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"]
+        func make(_ name: String, _ extra: [String]) {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-            process.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                                 "-keyout", directory + "/\(name).key", "-out", directory + "/\(name).crt", "-days", "2",
-                                 "-subj", "/CN=\(name)", "-addext", "subjectAltName=\(names)"]
+            process.arguments = ["req", "-x509"] + ec + ["-keyout", key(name), "-out", cert(name), "-subj", "/CN=\(name)"] + extra
             process.standardError = FileHandle.nullDevice
             try? process.run()
             process.waitUntilExit()
         }
+        make("localhost", ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        make("other", ["-addext", "subjectAltName=DNS:*.other.test"])
+        make("ca", ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=keyCertSign"])
+        let signed = ["-CA", cert("ca"), "-CAkey", key("ca"), "-addext", "basicConstraints=critical,CA:FALSE"]
+        make("upstream", signed + ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        make("client", signed + ["-addext", "extendedKeyUsage=clientAuth"])
     }
 }
 

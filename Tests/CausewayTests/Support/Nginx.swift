@@ -10,7 +10,8 @@ final class Nginx: @unchecked Sendable {
     private let directory: String
     private let process: Process
 
-    static func start(http2: Bool = true, locations: String) async throws -> Nginx {
+    /// `tls`: extra server directives (ssl_certificate ...) that make the port speak TLS.
+    static func start(http2: Bool = true, tls: String? = nil, locations: String) async throws -> Nginx {
         let probe = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
         let port = probe.localAddress!.port!
         try await probe.close()
@@ -23,7 +24,7 @@ final class Nginx: @unchecked Sendable {
               access_log off;
               client_body_temp_path \(directory)/body; proxy_temp_path \(directory)/proxy;
               fastcgi_temp_path \(directory)/fastcgi; uwsgi_temp_path \(directory)/uwsgi; scgi_temp_path \(directory)/scgi;
-              server { listen 127.0.0.1:\(port)\(http2 ? " http2" : ""); \(locations) }
+              server { listen 127.0.0.1:\(port)\(tls != nil ? " ssl" : "")\(http2 ? " http2" : ""); \(tls ?? "") \(locations) }
             }
             """
         try config.write(toFile: directory + "/nginx.conf", atomically: true, encoding: .utf8)
@@ -35,6 +36,7 @@ final class Nginx: @unchecked Sendable {
         let nginx = Nginx(port: port, directory: directory, process: process)
         for _ in 0..<100 {
             if (try? RawClient(port: port, timeout: 0.2)) != nil { return nginx }
+            if !process.isRunning { break }  // a config error: fail now, not after five seconds
             try await Task.sleep(for: .milliseconds(50))
         }
         nginx.stop()

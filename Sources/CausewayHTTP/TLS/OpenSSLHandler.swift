@@ -7,42 +7,91 @@ public enum TLSUserEvent: Equatable, Sendable {
     case handshakeCompleted(negotiatedProtocol: String?)
 }
 
-/// Server-side TLS with system OpenSSL over two memory BIOs.
+/// The handshake did not complete; `reason` says why in OpenSSL's words (for an upstream,
+/// including why its certificate was not trusted).
+public struct TLSHandshakeError: Error, CustomStringConvertible, Sendable {
+    public var reason: String
+    public var description: String { reason }
+}
+
+/// TLS with system OpenSSL over two memory BIOs, as the server (listeners) or the client
+/// (upstreams).
 ///
 /// ```
 /// socket ─ciphertext─▶ BIO_write(rbio) ─▶ SSL_do_handshake / SSL_read ─plaintext─▶ next handler
 /// next handler ─plaintext─▶ SSL_write ─▶ BIO_read(wbio) ─ciphertext─▶ socket
 /// ```
 /// Writes made before the handshake finishes wait for it. A failed handshake sends OpenSSL's
-/// alert and closes only this connection.
-public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
+/// alert and closes only this connection; `handshakeResult` reports it.
+public final class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
     public typealias OutboundIn = ByteBuffer
     public typealias OutboundOut = ByteBuffer
 
-    private let tls: TLSServerContext
+    private enum Role {
+        case server(TLSServerContext)
+        case client(TLSClientContext, serverName: String)
+    }
+
+    private let role: Role
     private var ssl: OpaquePointer?
     private var readBIO: OpaquePointer?
     private var writeBIO: OpaquePointer?
     private var handshakeDone = false
     private var pendingWrites: [(ByteBuffer, EventLoopPromise<Void>?)] = []
     private var closed = false
+    private var handshakePromise: EventLoopPromise<String?>?
 
     public init(context: TLSServerContext) {
-        self.tls = context
+        self.role = .server(context)
     }
 
+    public init(client: TLSClientContext, serverName: String) {
+        self.role = .client(client, serverName: serverName)
+    }
+
+    /// The negotiated ALPN protocol once the handshake is done, or a `TLSHandshakeError`.
+    /// Valid after the handler is added.
+    public var handshakeResult: EventLoopFuture<String?> { handshakePromise!.futureResult }
+
     public func handlerAdded(context: ChannelHandlerContext) {
-        guard let ssl = tls.makeSSL(), let rbio = BIO_new(BIO_s_mem()), let wbio = BIO_new(BIO_s_mem()) else {
+        handshakePromise = context.eventLoop.makePromise()
+        let ssl: OpaquePointer? = switch role {
+        case .server(let tls): tls.makeSSL()
+        case .client(let tls, let serverName): tls.makeSSL(serverName: serverName)
+        }
+        guard let ssl, let rbio = BIO_new(BIO_s_mem()), let wbio = BIO_new(BIO_s_mem()) else {
+            handshakePromise?.fail(TLSHandshakeError(reason: "cannot create a TLS session: \(opensslErrors())"))
             context.close(promise: nil)
             return
         }
         SSL_set_bio(ssl, rbio, wbio)  // the SSL owns both BIOs now
-        SSL_set_accept_state(ssl)
+        if case .server = role { SSL_set_accept_state(ssl) }
         self.ssl = ssl
         readBIO = rbio
         writeBIO = wbio
+        if context.channel.isActive { startClientHandshake(context: context) }
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        startClientHandshake(context: context)
+        context.fireChannelActive()
+    }
+
+    /// A client speaks first: the ClientHello goes out as soon as the socket is connected.
+    private func startClientHandshake(context: ChannelHandlerContext) {
+        guard case .client = role, let ssl, !handshakeDone, !closed, causeway_BIO_pending(writeBIO) == 0 else { return }
+        _ = SSL_do_handshake(ssl)
+        sendCiphertext(context: context, promise: nil)
+        context.flush()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        if !handshakeDone {
+            handshakePromise?.fail(TLSHandshakeError(reason: "the peer closed the connection during the TLS handshake"))
+        }
+        context.fireChannelInactive()
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
@@ -50,6 +99,7 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
         ssl = nil
         for (_, promise) in pendingWrites { promise?.fail(ChannelError.ioOnClosedChannel) }
         pendingWrites = []
+        if !handshakeDone { handshakePromise?.fail(TLSHandshakeError(reason: "TLS handler removed before the handshake")) }
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -62,7 +112,9 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
                 let error = SSL_get_error(ssl, rv)
                 sendCiphertext(context: context, promise: nil)
                 if error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE {
-                    _ = opensslErrors()  // clear this thread's queue; the alert already says why
+                    // Also clears this thread's error queue; for a server the alert already says why.
+                    let reason = handshakeFailureReason(ssl)
+                    handshakePromise?.fail(TLSHandshakeError(reason: reason))
                     fail(context: context)
                 } else {
                     context.flush()
@@ -76,11 +128,20 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
             var length: UInt32 = 0
             SSL_get0_alpn_selected(ssl, &protocolName, &length)
             let negotiated = protocolName.map { String(decoding: UnsafeBufferPointer(start: $0, count: Int(length)), as: UTF8.self) }
-            context.fireUserInboundEventTriggered(TLSUserEvent.handshakeCompleted(negotiatedProtocol: negotiated))
+            if case .client(let tls, _) = role, let required = tls.requiredProtocol, negotiated != required {
+                handshakePromise?.fail(TLSHandshakeError(
+                    reason: "the upstream did not agree to \(required) by ALPN (it chose \(negotiated ?? "nothing"))"))
+                fail(context: context)
+                return
+            }
+            // What was written during the handshake (an HTTP/2 client preface) goes before
+            // anything written by those told the handshake is done.
             let waiting = pendingWrites
             pendingWrites = []
             for (buffer, promise) in waiting { encrypt(buffer, context: context, promise: promise) }
             if !waiting.isEmpty { context.flush() }
+            handshakePromise?.succeed(negotiated)
+            context.fireUserInboundEventTriggered(TLSUserEvent.handshakeCompleted(negotiatedProtocol: negotiated))
         }
         readPlaintext(context: context)
     }
@@ -178,6 +239,17 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
         context.write(wrapOutboundOut(out), promise: promise)
     }
 
+    private func handshakeFailureReason(_ ssl: OpaquePointer) -> String {
+        let queued = opensslErrors()
+        if case .client(let tls, let serverName) = role, tls.verify {
+            let result = SSL_get_verify_result(ssl)
+            if result != X509_V_OK {
+                return "certificate of \"\(serverName)\" not trusted: \(String(cString: X509_verify_cert_error_string(result)))"
+            }
+        }
+        return queued
+    }
+
     private func fail(context: ChannelHandlerContext) {
         closed = true
         sendCiphertext(context: context, promise: nil)  // the alert, if any
@@ -187,7 +259,7 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
 }
 
 @available(*, unavailable)
-extension OpenSSLServerHandler: Sendable {}
+extension OpenSSLHandler: Sendable {}
 
 /// After the handshake, installs HTTP/2 when ALPN chose "h2" and HTTP/1.1 otherwise.
 public final class ALPNProtocolSelector: ChannelInboundHandler, RemovableChannelHandler {

@@ -1,0 +1,51 @@
+import Foundation
+
+/// Tests/Scripts/h2_upstream.py, a scriptable h2c upstream (Python h2), run for one test.
+/// Unchecked: the process handle is only stopped once, by the test that started it.
+final class PythonH2Upstream: @unchecked Sendable {
+    static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Scripts").path
+
+    let port: Int
+    private let process: Process
+    private let stdin: Pipe
+
+    static func start() async throws -> PythonH2Upstream {
+        let portFile = FileManager.default.temporaryDirectory.appendingPathComponent("h2up-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: portFile) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")  // the python3 pip installed into
+        process.arguments = ["python3", scripts + "/h2_upstream.py", portFile]
+        let stdin = Pipe()  // it exits when this closes, should the test runner die first
+        process.standardInput = stdin
+        try process.run()
+        for _ in 0..<100 {
+            if let text = try? String(contentsOfFile: portFile, encoding: .utf8), let port = Int(text) {
+                return PythonH2Upstream(port: port, process: process, stdin: stdin)
+            }
+            if !process.isRunning { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        kill(process.processIdentifier, SIGKILL)
+        throw POSIXError(.ECONNREFUSED)
+    }
+
+    private init(port: Int, process: Process, stdin: Pipe) {
+        self.port = port
+        self.process = process
+        self.stdin = stdin
+    }
+
+    /// What the upstream saw: "connection N" per connection, "reset PATH CODE" per RST_STREAM.
+    func events() throws -> [String] {
+        let result = try Curl.run(["http://127.0.0.1:\(port)/events"], over: .h2c)
+        return (try? JSONDecoder().decode([String].self, from: Data(result.body.utf8))) ?? []
+    }
+
+    func stop() {
+        // SIGKILL: a child spawned from a dispatch worker inherits its blocked signals, SIGTERM included.
+        try? stdin.fileHandleForWriting.close()
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}
