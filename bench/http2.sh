@@ -32,7 +32,7 @@
 #
 # Usage: bench/http2.sh [--duration 10] [--rounds 3] [--clients 10]
 #                       [--streams 100] [--causeway PATH] [--no-build]
-#                       [--only LIST]
+#                       [--only LIST] [--scenarios LIST]
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -74,6 +74,7 @@ Options:
   --causeway PATH        causeway binary (default .build/release/causeway)
   --no-build             never run 'swift build'; fail if the binary is missing
   --only LIST            comma list of proxies to run (default nginx,causeway)
+  --scenarios LIST       comma list of scenarios (default h2c,h2-tls,handshake)
 EOF
 }
 
@@ -90,6 +91,12 @@ parse_args() {
             --causeway)    CAUSEWAY_BIN="${2:?--causeway needs a value}"; shift 2 ;;
             --no-build)    BUILD=0; shift ;;
             --only)        ONLY="${2:?--only needs a value}"; shift 2 ;;
+            --scenarios)
+                IFS=, read -r -a SCENARIOS <<< "${2:?--scenarios needs a value}"
+                for s in "${SCENARIOS[@]}"; do
+                    [[ "$s" =~ ^(h2c|h2-tls|handshake)$ ]] || die "--scenarios: unknown scenario '$s'"
+                done
+                shift 2 ;;
             -h|--help)     usage; exit 0 ;;
             *)             usage >&2; die "unknown argument: $1" ;;
         esac
