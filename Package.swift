@@ -52,6 +52,11 @@ let package = Package(
             swiftSettings: releaseSettings
         ),
         .target(
+            name: "CausewayCompression",
+            dependencies: ["CZlib", "CBrotli", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: releaseSettings
+        ),
+        .target(
             name: "CausewayUpstream",
             dependencies: nio + ["CausewayConfig", "CausewayHTTP", "CNghttp2", .product(name: "Logging", package: "swift-log")],
             swiftSettings: releaseSettings
@@ -59,7 +64,7 @@ let package = Package(
         .target(
             name: "CausewayGateway",
             dependencies: nio + [
-                "CausewayConfig", "CausewayHTTP", "CausewayUpstream",
+                "CausewayConfig", "CausewayHTTP", "CausewayUpstream", "CausewayCompression",
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -79,6 +84,7 @@ let package = Package(
             name: "CausewayTests",
             dependencies: nio + [
                 "CausewayConfig", "CausewayHTTP", "CausewayUpstream", "CausewayGateway", "CausewayDemo",
+                "CausewayCompression",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -90,7 +90,7 @@ extension GatewayConfigReader {
     private func readRoute(_ node: Node, _ path: String, index: Int, upstreamNames: [String]) -> RouteConfig? {
         let allowed = ["name", "match", "upstream", "rewrite", "timeout", "max_body_size", "headers", "compression", "graphql"]
         guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
-        for key in ["compression", "graphql"] where fields.has(key) {
+        for key in ["graphql"] where fields.has(key) {
             reader.fail(fields.keyNode(key), reader.join(path, key), "not supported yet by this build")
         }
         let name = fields["name"].flatMap { reader.string($0.node, $0.path) } ?? "route-\(index)"
@@ -125,8 +125,45 @@ extension GatewayConfigReader {
             if let (n, p) = headers["request"] { route.requestHeaders = readHeaderOperations(n, p) }
             if let (n, p) = headers["response"] { route.responseHeaders = readHeaderOperations(n, p) }
         }
+        if let (node, path) = fields["compression"] { route.compression = readCompression(node, path) }
         guard match != nil, upstream != nil else { return nil }
         return route
+    }
+
+    private func readCompression(_ node: Node, _ path: String) -> CompressionConfig? {
+        let allowed = ["enabled", "algorithms", "min_size", "gzip_level", "brotli_quality", "content_types",
+                       "request_decompression", "max_decompression_ratio"]
+        guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
+        var config = CompressionConfig()
+        if let (n, p) = fields["enabled"], let value = reader.bool(n, p) { config.enabled = value }
+        if let (n, p) = fields["algorithms"], let items = reader.sequence(n, p) {
+            let names = items.compactMap { reader.oneOf($0.node, $0.path, ["br", "gzip"]) }
+            if items.isEmpty { reader.fail(n, p, "at least one algorithm is required (or enabled: false)") }
+            if Set(names).count != names.count { reader.fail(n, p, "an algorithm is listed twice") }
+            config.algorithms = names
+        }
+        if let (n, p) = fields["min_size"], let value = reader.size(n, p) { config.minSize = value }
+        if let (n, p) = fields["gzip_level"], let value = reader.int(n, p, range: 1...9) { config.gzipLevel = value }
+        if let (n, p) = fields["brotli_quality"], let value = reader.int(n, p, range: 0...11) { config.brotliQuality = value }
+        if let (n, p) = fields["content_types"], let items = reader.sequence(n, p) {
+            var types: [String] = []
+            for (item, itemPath) in items {
+                guard let value = reader.string(item, itemPath) else { continue }
+                let parts = value.split(separator: "/", omittingEmptySubsequences: false)
+                if value == "*/*" || (parts.count == 2 && !parts[0].isEmpty && !parts[1].isEmpty && parts[0] != "*"
+                                      && !value.contains(";") && !value.contains(" ")) {
+                    types.append(value.lowercased())
+                } else {
+                    reader.fail(item, itemPath, "expected a media type like \"text/html\", \"text/*\" or \"*/*\", found \"\(value)\"")
+                }
+            }
+            config.contentTypes = types
+        }
+        if let (n, p) = fields["request_decompression"], let value = reader.bool(n, p) { config.requestDecompression = value }
+        if let (n, p) = fields["max_decompression_ratio"], let value = reader.int(n, p, range: 2...100_000) {
+            config.maxDecompressionRatio = value
+        }
+        return config
     }
 
     private func readMatch(_ node: Node, _ path: String) -> RouteMatch? {

@@ -182,6 +182,8 @@ public struct RouteConfig: Sendable {
     public var maxBodySize: Int?
     public var requestHeaders: HeaderOperations
     public var responseHeaders: HeaderOperations
+    /// `compression`; nil = responses pass as the upstream sent them.
+    public var compression: CompressionConfig?
 
     public init(name: String, match: RouteMatch, upstream: String, rewritePathPrefix: String? = nil,
                 timeout: Duration? = .seconds(60), maxBodySize: Int? = 10 << 20,
@@ -195,6 +197,26 @@ public struct RouteConfig: Sendable {
         self.requestHeaders = requestHeaders
         self.responseHeaders = responseHeaders
     }
+}
+
+/// `routes[].compression`: response encoding (and optionally request decoding) for a route.
+public struct CompressionConfig: Sendable {
+    public var enabled = true
+    /// "br" and/or "gzip", in server preference order (ties between equal client q-values).
+    public var algorithms = ["br", "gzip"]
+    /// Bodies known to be smaller are sent as they are.
+    public var minSize = 1024
+    public var gzipLevel = 6
+    public var brotliQuality = 4
+    /// Media types compressed ("text/*" style wildcards).
+    public var contentTypes = ["text/*", "application/json", "application/javascript", "application/xml",
+                               "application/graphql-response+json", "image/svg+xml"]
+    /// Decode gzip/br request bodies for the upstream.
+    public var requestDecompression = false
+    /// A decoded request body more than this many times its encoded size is refused (413).
+    public var maxDecompressionRatio = 100
+
+    public init() {}
 }
 
 public struct RouteMatch: Sendable {

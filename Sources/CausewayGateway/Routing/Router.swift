@@ -84,6 +84,11 @@ public struct CompiledRoute: Sendable {
         methods = config.match.methods
         headers = config.match.headers.compactMap { entry in HTTPField.Name(entry.name).map { ($0, entry.value) } }
         var filters = globalFilters
+        // Before the header rewrite in the list, so after it on the way out: compression sees
+        // the response head as the route left it (a Cache-Control: no-transform set there counts).
+        if let compression = config.compression, compression.enabled {
+            filters.append(CompressionFilter(config: compression, maxBodySize: config.maxBodySize))
+        }
         if !config.requestHeaders.isEmpty || !config.responseHeaders.isEmpty {
             filters.append(HeaderRewriteFilter(request: config.requestHeaders, response: config.responseHeaders))
         }

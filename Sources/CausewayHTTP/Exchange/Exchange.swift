@@ -20,7 +20,7 @@ public final class Exchange {
     public let eventLoop: any EventLoop
     public let allocator: ByteBufferAllocator
     /// Declared request body length: nil when chunked (unknown), 0 when there is no body.
-    public let requestBodyLength: Int?
+    public private(set) var requestBodyLength: Int?
     /// The filter chain, in request order; the response phase runs it backwards.
     public var filters: [any HTTPFilter] = []
     /// Enforced as body bytes arrive; nil = unlimited.
@@ -40,6 +40,7 @@ public final class Exchange {
     private var pendingTrailers: HTTPFields?
     private var receivedBodyBytes = 0
     private var transforms: [any ResponseBodyTransform] = []
+    private var requestTransform: (any RequestBodyTransform)?
 
     public init(request: HTTPRequest, requestBodyLength: Int?, client: ClientInfo, eventLoop: any EventLoop,
                 allocator: ByteBufferAllocator, downstream: any ExchangeDownstream) {
@@ -54,7 +55,29 @@ public final class Exchange {
 
     // MARK: Request body, from the downstream codec
 
+    /// From here on the request body is decoded by `transform` (request decompression): its
+    /// length is unknown until the end, so the upstream gets it chunked.
+    public func decodeRequestBody(with transform: any RequestBodyTransform) {
+        requestTransform = transform
+        if requestBodyLength != 0 { requestBodyLength = nil }
+    }
+
     public func receiveRequestBody(_ chunk: ByteBuffer) {
+        var chunk = chunk
+        if let requestTransform {
+            do {
+                guard let decoded = try requestTransform.transform(chunk) else { return }
+                chunk = decoded
+            } catch {
+                self.requestTransform = nil
+                fail(error)
+                return
+            }
+        }
+        deliverRequestBody(chunk)
+    }
+
+    private func deliverRequestBody(_ chunk: ByteBuffer) {
         receivedBodyBytes += chunk.readableBytes
         if let limit = maxRequestBodySize, receivedBodyBytes > limit {
             fail(.bodyTooLarge)
@@ -69,6 +92,16 @@ public final class Exchange {
     }
 
     public func receiveRequestEnd(_ trailers: HTTPFields?) {
+        if let requestTransform {
+            self.requestTransform = nil
+            do {
+                if let tail = try requestTransform.finish() { deliverRequestBody(tail) }
+            } catch {
+                fail(error)
+                return
+            }
+            guard responseState != .complete else { return }
+        }
         requestEnded = true
         if let bodyConsumer {
             bodyConsumer.requestBodyEnd(trailers)
@@ -108,7 +141,7 @@ public final class Exchange {
             filter.filterResponseHead(&response, exchange: self)
         }
         for filter in filters.reversed() {
-            if let transform = filter.makeResponseBodyTransform(for: response, exchange: self) {
+            if let transform = filter.makeResponseBodyTransform(for: &response, exchange: self) {
                 transforms.append(transform)
             }
         }
@@ -120,9 +153,14 @@ public final class Exchange {
     public func sendResponseBody(_ chunk: ByteBuffer) {
         guard responseState == .streaming else { return }
         var chunk = chunk
-        for transform in transforms {
-            guard let next = transform.transform(chunk) else { return }
-            chunk = next
+        do {
+            for transform in transforms {
+                guard let next = try transform.transform(chunk) else { return }
+                chunk = next
+            }
+        } catch {
+            fail(.upstreamInvalidResponse("the response body could not be transformed: \(error)"))
+            return
         }
         if chunk.readableBytes > 0 { downstream?.writeResponseBody(chunk) }
     }
@@ -134,14 +172,23 @@ public final class Exchange {
     public func sendResponseEnd(_ trailers: HTTPFields? = nil) {
         guard responseState == .streaming else { return }
         var trailers = trailers
-        for (index, transform) in transforms.enumerated() {
-            // What a transform flushes at the end still passes through the ones after it.
-            guard var tail = transform.finish(trailers: &trailers) else { continue }
-            for next in transforms[(index + 1)...] {
-                guard let out = next.transform(tail) else { break }
-                tail = out
+        do {
+            for (index, transform) in transforms.enumerated() {
+                // What a transform flushes at the end still passes through the ones after it.
+                guard var tail = try transform.finish(trailers: &trailers) else { continue }
+                var complete = true
+                for next in transforms[(index + 1)...] {
+                    guard let out = try next.transform(tail) else {
+                        complete = false
+                        break
+                    }
+                    tail = out
+                }
+                if complete && tail.readableBytes > 0 { downstream?.writeResponseBody(tail) }
             }
-            if tail.readableBytes > 0 { downstream?.writeResponseBody(tail) }
+        } catch {
+            fail(.upstreamInvalidResponse("the response body could not be transformed: \(error)"))
+            return
         }
         responseState = .complete
         let downstream = self.downstream
@@ -199,5 +246,6 @@ public final class Exchange {
         downstream = nil
         pendingBody = []
         transforms = []
+        requestTransform = nil
     }
 }

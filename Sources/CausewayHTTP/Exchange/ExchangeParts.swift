@@ -50,23 +50,33 @@ public protocol HTTPFilter: Sendable {
     func filterRequest(_ exchange: Exchange) -> GatewayError?
     /// Response phase for the head. Runs for every response, gateway errors included.
     func filterResponseHead(_ response: inout HTTPResponse, exchange: Exchange)
-    /// Response phase for the body: a streaming transform for this response, or nil to pass it.
-    func makeResponseBodyTransform(for response: HTTPResponse, exchange: Exchange) -> (any ResponseBodyTransform)?
+    /// Response phase for the body, after every filter's head phase: a streaming transform for
+    /// this response, or nil to pass it. It may still change the head (a compressor sets
+    /// Content-Encoding where it decides to encode; a HEAD response gets the same head).
+    func makeResponseBodyTransform(for response: inout HTTPResponse, exchange: Exchange) -> (any ResponseBodyTransform)?
 }
 
 extension HTTPFilter {
     public func filterRequest(_ exchange: Exchange) -> GatewayError? { nil }
     public func filterResponseHead(_ response: inout HTTPResponse, exchange: Exchange) {}
-    public func makeResponseBodyTransform(for response: HTTPResponse, exchange: Exchange) -> (any ResponseBodyTransform)? {
+    public func makeResponseBodyTransform(for response: inout HTTPResponse, exchange: Exchange) -> (any ResponseBodyTransform)? {
         nil
     }
 }
 
-/// Per-response streaming body transform (compression arrives as one). It must not hold back
-/// data it could emit: a chunk in means everything producible so far out.
+/// Per-response streaming body transform (compression is one). It must not hold back data it
+/// has been told to flush: for a stream, a chunk in means everything producible so far out.
+/// A thrown error aborts the response (the client sees a reset, never a corrupt body).
 public protocol ResponseBodyTransform: AnyObject {
-    func transform(_ chunk: ByteBuffer) -> ByteBuffer?
-    func finish(trailers: inout HTTPFields?) -> ByteBuffer?
+    func transform(_ chunk: ByteBuffer) throws -> ByteBuffer?
+    func finish(trailers: inout HTTPFields?) throws -> ByteBuffer?
+}
+
+/// Per-request body transform (request decompression), applied before the body limit and the
+/// upstream see the bytes. A thrown `GatewayError` answers the request with it.
+public protocol RequestBodyTransform: AnyObject {
+    func transform(_ chunk: ByteBuffer) throws(GatewayError) -> ByteBuffer?
+    func finish() throws(GatewayError) -> ByteBuffer?
 }
 
 /// Who is on the other end of the downstream connection.

@@ -100,7 +100,7 @@ struct ShoutFilter: HTTPFilter {
         response.headerFields[.contentLength] = nil
     }
 
-    func makeResponseBodyTransform(for response: HTTPResponse, exchange: Exchange) -> (any ResponseBodyTransform)? {
+    func makeResponseBodyTransform(for response: inout HTTPResponse, exchange: Exchange) -> (any ResponseBodyTransform)? {
         Shout()
     }
 }
