@@ -1,3 +1,4 @@
+import CausewayCompression
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -9,7 +10,10 @@ import Synchronization
 /// `/slow?ms=N` answers late · `/bytes?n=N` streams N bytes · `/upload` counts the body it
 /// reads · `/close` answers then closes · `/garbage` sends non-HTTP · `/reset` hangs up ·
 /// `/status/N` answers N · `/stale` answers once per connection, then hangs up on reuse (an
-/// upstream whose keep-alive timeout raced the proxy's) · anything else echoes method, path and headers as JSON.
+/// upstream whose keep-alive timeout raced the proxy's) · for compression: `/text?n=N` (text/plain,
+/// `TestUpstream.text(N)`, strong ETag), `/image?n=N` (image/png), `/gzipped` (text/plain that
+/// is already gzip-encoded), `/events?n=N&ms=M` (text/event-stream, one event every M ms,
+/// each `data: t=<ms since 1970>`) · anything else echoes method, path and headers as JSON.
 /// It counts the connections it accepts, so tests can prove keep-alive reuse.
 final class TestUpstream: Sendable {
     let channel: any Channel
@@ -56,6 +60,26 @@ final class TestUpstream: Sendable {
     func lastHeader(_ name: String) -> [String] {
         lastHeaders.filter { $0.0.lowercased() == name }.map(\.1)
     }
+
+    /// Deterministic, compressible text of `count` bytes (lines of numbered words).
+    static func text(_ count: Int) -> String {
+        var text = ""
+        var line = 0
+        while text.utf8.count < count {
+            text += "line \(line): proxy stream header frame window compression \(line * 7919 % 1000)\n"
+            line += 1
+        }
+        return String(text.utf8.prefix(count))!
+    }
+
+    /// `text(20_000)`, gzip-encoded (what `/gzipped` sends).
+    static let gzippedText: ByteBuffer = {
+        var encoder = try! GzipEncoder(level: 6)
+        var out = ByteBuffer()
+        try! encoder.process(ByteBuffer(string: text(20_000)), flush: false, into: &out)
+        try! encoder.finish(into: &out)
+        return out
+    }()
 }
 
 private final class UpstreamBehaviour: ChannelInboundHandler {
@@ -120,6 +144,17 @@ private final class UpstreamBehaviour: ChannelInboundHandler {
                 let (handler, context) = loopBound.value
                 handler.send(.ok, "slept \(ms)ms\n", head: head, context: context)
             }
+        } else if path.hasSuffix("/text") {
+            let headers = HTTPHeaders([("content-type", "text/plain; charset=utf-8"), ("etag", "\"text-v1\"")])
+            send(.ok, TestUpstream.text(query(head.uri, "n") ?? 20_000), head: head, context: context, headers: headers)
+        } else if path.hasSuffix("/image") {
+            let bytes = (0..<(query(head.uri, "n") ?? 20_000)).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 13) }
+            send(.ok, ByteBuffer(bytes: bytes), head: head, context: context, headers: HTTPHeaders([("content-type", "image/png")]))
+        } else if path.hasSuffix("/gzipped") {
+            let headers = HTTPHeaders([("content-type", "text/plain"), ("content-encoding", "gzip")])
+            send(.ok, TestUpstream.gzippedText, head: head, context: context, headers: headers)
+        } else if path.hasSuffix("/events") {
+            events(count: query(head.uri, "n") ?? 5, intervalMS: query(head.uri, "ms") ?? 100, head: head, context: context)
         } else if path.hasSuffix("/bytes") {
             stream(total: query(head.uri, "n") ?? 0, head: head, context: context)
         } else if path.hasSuffix("/upload") {
@@ -145,17 +180,48 @@ private final class UpstreamBehaviour: ChannelInboundHandler {
                       close: Bool = false, extraHeaders: HTTPHeaders = [:]) {
         var headers = extraHeaders
         headers.add(name: "content-type", value: "application/json")
-        headers.add(name: "content-length", value: String(body.utf8.count))
+        send(status, ByteBuffer(string: body), head: head, context: context, close: close, headers: headers)
+    }
+
+    private func send(_ status: HTTPResponseStatus, _ body: String, head: HTTPRequestHead, context: ChannelHandlerContext,
+                      headers: HTTPHeaders) {
+        send(status, ByteBuffer(string: body), head: head, context: context, headers: headers)
+    }
+
+    private func send(_ status: HTTPResponseStatus, _ body: ByteBuffer, head: HTTPRequestHead, context: ChannelHandlerContext,
+                      close: Bool = false, headers: HTTPHeaders) {
+        var headers = headers
+        headers.add(name: "content-length", value: String(body.readableBytes))
         if close { headers.add(name: "connection", value: "close") }
         context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         if head.method != .HEAD {
-            context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+            context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(body))), promise: nil)
         }
         let done = context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)))
         if close {
             let channel = context.channel
             done.whenComplete { _ in channel.close(promise: nil) }
         }
+    }
+
+    /// Server-Sent Events, chunked (no length), each flushed as it is produced.
+    private func events(count: Int, intervalMS: Int, head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let headers = HTTPHeaders([("content-type", "text/event-stream"), ("cache-control", "no-cache")])
+        context.writeAndFlush(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))),
+                              promise: nil)
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        func emit(_ index: Int) {
+            let context = loopBound.value
+            guard index < count else {
+                context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
+                return
+            }
+            let now = Int(Date().timeIntervalSince1970 * 1000)
+            let event = "id: \(index)\nevent: tick\ndata: t=\(now) \(String(repeating: "payload ", count: 8))\n\n"
+            context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: event)))), promise: nil)
+            context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(intervalMS))) { emit(index + 1) }
+        }
+        emit(0)
     }
 
     /// Streams `total` bytes in 64 KiB chunks, one write in flight at a time, so the upstream
