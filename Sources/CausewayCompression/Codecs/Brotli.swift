@@ -13,10 +13,14 @@ public struct BrotliEncoder: ~Copyable, StreamCodec {
         BrotliEncoderSetParameter(state, BROTLI_PARAM_LGWIN, UInt32(windowBits))
         if let sizeHint { BrotliEncoderSetParameter(state, BROTLI_PARAM_SIZE_HINT, UInt32(min(sizeHint, 1 << 30))) }
         self.state = state
+        CodecStatistics.allocated()
     }
 
     deinit {
-        if let state { BrotliEncoderDestroyInstance(state) }
+        if let state {
+            BrotliEncoderDestroyInstance(state)
+            CodecStatistics.freed()
+        }
     }
 
     public mutating func process(_ input: ByteBuffer, flush: Bool, into output: inout ByteBuffer) throws(CodecError) {
@@ -29,6 +33,7 @@ public struct BrotliEncoder: ~Copyable, StreamCodec {
         defer {
             BrotliEncoderDestroyInstance(state)
             self.state = nil
+            CodecStatistics.freed()
         }
         try run(state, input: ByteBuffer(), operation: BROTLI_OPERATION_FINISH, into: &output)
     }
@@ -66,10 +71,14 @@ public struct BrotliDecoder: ~Copyable, StreamCodec {
         guard let state = BrotliDecoderCreateInstance(nil, nil, nil) else { throw .unavailable }
         self.state = state
         self.limits = limits
+        CodecStatistics.allocated()
     }
 
     deinit {
-        if let state { BrotliDecoderDestroyInstance(state) }
+        if let state {
+            BrotliDecoderDestroyInstance(state)
+            CodecStatistics.freed()
+        }
     }
 
     public mutating func process(_ input: ByteBuffer, flush: Bool, into output: inout ByteBuffer) throws(CodecError) {
@@ -116,6 +125,7 @@ public struct BrotliDecoder: ~Copyable, StreamCodec {
         guard let state else { return }
         BrotliDecoderDestroyInstance(state)
         self.state = nil
+        CodecStatistics.freed()
         if !ended { throw .corrupt("the brotli stream ends early") }
     }
 }

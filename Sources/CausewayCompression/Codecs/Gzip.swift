@@ -16,12 +16,14 @@ public struct GzipEncoder: ~Copyable, StreamCodec {
             throw .unavailable
         }
         self.stream = stream
+        CodecStatistics.allocated()
     }
 
     deinit {
         if let stream {
             deflateEnd(stream)
             stream.deallocate()
+            CodecStatistics.freed()
         }
     }
 
@@ -36,6 +38,7 @@ public struct GzipEncoder: ~Copyable, StreamCodec {
             deflateEnd(stream)
             stream.deallocate()
             self.stream = nil
+            CodecStatistics.freed()
         }
         try run(stream, input: ByteBuffer(), mode: Z_FINISH, into: &output)
     }
@@ -80,12 +83,14 @@ public struct GzipDecoder: ~Copyable, StreamCodec {
         }
         self.stream = stream
         self.limits = limits
+        CodecStatistics.allocated()
     }
 
     deinit {
         if let stream {
             inflateEnd(stream)
             stream.deallocate()
+            CodecStatistics.freed()
         }
     }
 
@@ -134,6 +139,7 @@ public struct GzipDecoder: ~Copyable, StreamCodec {
         inflateEnd(stream)
         stream.deallocate()
         self.stream = nil
+        CodecStatistics.freed()
         if !ended { throw .corrupt("the gzip stream ends early") }
     }
 }

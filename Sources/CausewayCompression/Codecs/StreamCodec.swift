@@ -1,4 +1,5 @@
 import NIOCore
+import Synchronization
 
 /// One direction of one content coding over a stream of chunks: an encoder (identity → gzip/br)
 /// or a decoder (gzip/br → identity).
@@ -65,4 +66,15 @@ let outputStep = 16 * 1024
 /// Encoded output is rarely larger than the input: a small SSE event gets a small buffer.
 func encoderOutputStep(inputBytes: Int) -> Int {
     min(outputStep, inputBytes + 256)
+}
+
+/// Codecs whose native state is allocated right now, for tests and metrics: it must return to
+/// zero when the streams using them are over. One relaxed atomic add per stream start and end.
+public enum CodecStatistics {
+    static let live = Atomic<Int>(0)
+
+    public static var liveCodecs: Int { live.load(ordering: .relaxed) }
+
+    static func allocated() { live.add(1, ordering: .relaxed) }
+    static func freed() { live.subtract(1, ordering: .relaxed) }
 }

@@ -96,13 +96,18 @@ public struct CompressionFilter: HTTPFilter {
         if exchange.request.headerFields[.range] != nil { return nil }
         // The answer depends on Accept-Encoding from here on, whichever variant this one is.
         Self.addVary(&response)
-        guard let coding = accept.choose(from: offered) else { return nil }
+        let isEventStream = contentType.lowercased().hasPrefix("text/event-stream")
+        // Event streams prefer gzip when the client takes it as gladly as br: thousands stay
+        // open at once, and brotli keeps ~0.5 MiB of state per stream (its quality-4 hash
+        // table) where gzip with a small window keeps ~40 KiB.
+        guard let coding = accept.choose(from: isEventStream ? offered.sorted { $0 == .gzip && $1 != .gzip } : offered)
+        else { return nil }
         response.headerFields[.contentEncoding] = coding.rawValue
         Self.bodyChanged(&response)
         if isHead { return nil }
         // A stream (events, or a body of unknown length) is flushed chunk by chunk; a body of
         // known length is compressed in large blocks.
-        let isStream = length == nil || contentType.lowercased().hasPrefix("text/event-stream")
+        let isStream = length == nil || isEventStream
         do {
             switch coding {
             case .gzip:

@@ -1,4 +1,6 @@
+import CausewayCompression
 import Foundation
+import Glibc
 import Testing
 
 /// Response compression end to end: Causeway encodes, Python's zlib/brotli (and curl) decode.
@@ -45,7 +47,7 @@ import Testing
                headers: [String] = [], body: Bool = false) throws -> Fetch {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        var arguments = ["60", "python3", PythonH2Upstream.scripts + "/compressed_fetch.py", url, "--method", method]
+        var arguments = ["60", "python3", PythonUpstream.scripts + "/compressed_fetch.py", url, "--method", method]
         if let acceptEncoding { arguments += ["--accept-encoding", acceptEncoding] }
         if transport != .http1 { arguments.append("--http2") }
         if transport == .h2 { arguments += ["--ca", TestCertificates.shared.caPath] }
@@ -146,6 +148,17 @@ import Testing
         }
     }
 
+    @Test func eventStreamsPreferGzipAtEqualQuality() async throws {
+        try await withGateway { gateway in
+            let both = try fetch("\(gateway.url)/c/events?n=1&ms=10", acceptEncoding: "br, gzip")
+            #expect(both.coding == "gzip", "gzip's per-stream state is a tenth of brotli's")
+            let brFirst = try fetch("\(gateway.url)/c/events?n=1&ms=10", acceptEncoding: "br;q=1, gzip;q=0.5")
+            #expect(brFirst.coding == "br", "the client's preference still wins")
+            let text = try fetch("\(gateway.url)/c/text", acceptEncoding: "br, gzip")
+            #expect(text.coding == "br", "other responses keep the route's order")
+        }
+    }
+
     /// SSE through compression: every event decodes on arrival, long before the next is made.
     @Test(arguments: Transport.allCases)
     func eventsArriveOneByOneThroughCompression(over transport: Transport) async throws {
@@ -230,5 +243,60 @@ import Testing
         let after = try Curl.run(["\(gateway.url)/c/text"])
         #expect(after.status == 200, "the gateway still serves")
         await gateway.stop()
+    }
+}
+
+/// 10,000 compressed event streams open at once (h2load: 100 connections × 100 streams, each
+/// stream 4 events 3 s apart, from an asyncio upstream in its own process). Memory per open
+/// stream is bounded, and every codec is freed when its stream ends (counted, not guessed
+/// from RSS, which the allocator keeps).
+@Suite(.serialized) struct CompressionMemoryTests {
+    /// glibc's malloc_trim, which Swift's Glibc module does not export.
+    static func mallocTrim() {
+        typealias Trim = @convention(c) (Int) -> Int32
+        if let symbol = dlsym(nil, "malloc_trim") { _ = unsafeBitCast(symbol, to: Trim.self)(0) }
+    }
+
+    @Test func tenThousandConcurrentCompressedStreamsStayBounded() async throws {
+        let upstream = try await PythonUpstream.start(script: "sse_upstream.py")
+        defer { upstream.stop() }
+        let pool = "{max_connections: 10000, max_pending: 10000, connect_timeout: 20s}"
+        let gateway = try await GatewayHarness.start(
+            routes: "  - {name: sse, match: {path_prefix: /}, upstream: sse, compression: {}}",
+            extraUpstreams: "  sse: {endpoints: [{address: \"127.0.0.1:\(upstream.port)\"}], pool: \(pool)}")
+        // A first, uncompressed wave fills the pools with 10,000 upstream connections (Python
+        // accepts them slowly), so the measured waves have every stream open at once.
+        let warmUp = try H2Load.run(["-n", "10000", "-c", "100", "-m", "100", "\(gateway.url)/events?n=2&ms=3000"])
+        #expect(warmUp.succeeded2xx == 10000)
+        var perStream: [String: Int] = [:]
+        var peakLive = 0
+        for coding in ["gzip", "br"] {
+            Self.mallocTrim()  // freed memory back to the system, so each wave starts from a floor
+            let before = ProcessStats.residentBytes()
+            let load = Task.detached {
+                try H2Load.run(["-n", "10000", "-c", "100", "-m", "100", "-H", "accept-encoding: \(coding)",
+                                "\(gateway.url)/events?n=4&ms=3000"])
+            }
+            var peak = 0
+            var live = 0
+            for _ in 0..<100 {
+                try await Task.sleep(for: .milliseconds(100))
+                peak = max(peak, ProcessStats.residentBytes())
+                live = max(live, CodecStatistics.liveCodecs)
+            }
+            let result = try await load.value
+            #expect(result.succeeded2xx == 10000, "\(coding): \(result.output.suffix(600))")
+            // Nearly all at once: the first streams' heads arrive while the last are being set up.
+            #expect(live >= 8000, "\(coding): the streams were open at once (\(live) codecs live)")
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(CodecStatistics.liveCodecs == 0, "\(coding): every codec freed when its stream ended")
+            perStream[coding] = (peak - before) / max(live, 1)
+            peakLive = max(peakLive, live)
+        }
+        await gateway.stop()
+        print("compressed streams (\(peakLive) at once at most), memory per open stream: gzip \(perStream["gzip", default: 0] / 1024) KiB, br \(perStream["br", default: 0] / 1024) KiB")
+        #expect(perStream["gzip", default: .max] < 128 * 1024)
+        // brotli at quality 4 keeps a 512 KiB hash table per stream (its H4 hasher).
+        #expect(perStream["br", default: .max] < 1024 * 1024)
     }
 }

@@ -16,7 +16,7 @@ import Testing
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
         let port = transport == .h2 ? gateway.tlsPort : gateway.port
-        process.arguments = ["120", "python3", PythonH2Upstream.scripts + "/h2_conformance.py", "127.0.0.1", String(port)]
+        process.arguments = ["120", "python3", PythonUpstream.scripts + "/h2_conformance.py", "127.0.0.1", String(port)]
             + (transport == .h2 ? [TestCertificates.shared.caPath] : [])
         let output = Pipe()
         process.standardOutput = output

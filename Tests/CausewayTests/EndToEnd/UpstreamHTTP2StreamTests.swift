@@ -5,8 +5,8 @@ import Testing
 /// h2_upstream.py): trailers both ways, cancels, GOAWAY and refused streams.
 @Suite(.serialized) struct UpstreamHTTP2StreamTests {
 
-    func withGateway(_ body: (GatewayHarness, PythonH2Upstream) async throws -> Void) async throws {
-        let upstream = try await PythonH2Upstream.start()
+    func withGateway(_ body: (GatewayHarness, PythonUpstream) async throws -> Void) async throws {
+        let upstream = try await PythonUpstream.start()
         defer { upstream.stop() }
         let gateway = try await GatewayHarness.start(
             routes: "  - {name: h2, match: {path_prefix: /}, upstream: h2up}",
@@ -38,7 +38,7 @@ import Testing
                 let process = Process()
                 process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
                 let port = transport == .h2 ? gateway.tlsPort : gateway.port
-                process.arguments = ["20", "python3", PythonH2Upstream.scripts + "/h2_trailers_client.py", "127.0.0.1",
+                process.arguments = ["20", "python3", PythonUpstream.scripts + "/h2_trailers_client.py", "127.0.0.1",
                                      String(port), "/trailers"] + (transport == .h2 ? [TestCertificates.shared.caPath] : [])
                 let output = Pipe()
                 process.standardOutput = output

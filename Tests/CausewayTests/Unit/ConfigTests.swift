@@ -162,4 +162,32 @@ import Testing
         #expect(result[0] == #"test.yaml:15:19: routes[0].match.host: expected a host name like "api.example.com" or "*.example.com""#)
         #expect(result[1].hasPrefix("test.yaml:15:44: routes[0].match.path_regex: invalid regular expression"))
     }
+
+    @Test func compressionKeysLoadAndBadValuesArePointedAt() throws {
+        let good = Self.valid + """
+
+                compression: {algorithms: [gzip, br], min_size: 2KiB, gzip_level: 9, brotli_quality: 11,
+                              content_types: [text/html, "application/*"], request_decompression: true,
+                              max_decompression_ratio: 20}
+            """
+        let compression = try #require(try ConfigLoader.parse(good, file: "test.yaml").routes[0].compression)
+        #expect(compression.algorithms == ["gzip", "br"])
+        #expect(compression.minSize == 2048)
+        #expect(compression.gzipLevel == 9 && compression.brotliQuality == 11)
+        #expect(compression.contentTypes == ["text/html", "application/*"])
+        #expect(compression.requestDecompression && compression.maxDecompressionRatio == 20)
+        let defaults = try #require(try ConfigLoader.parse(Self.valid + "\n    compression: {}", file: "test.yaml").routes[0].compression)
+        #expect(defaults.enabled && defaults.algorithms == ["br", "gzip"] && defaults.minSize == 1024)
+        #expect(defaults.gzipLevel == 6 && defaults.brotliQuality == 4 && !defaults.requestDecompression)
+        let bad = errors(Self.valid + """
+
+                compression: {algorithms: [zstd], gzip_level: 10, content_types: [html], min_size: big, enabled: yes-ish}
+            """)
+        #expect(bad.count == 5)
+        #expect(bad.contains { $0.hasPrefix("test.yaml:") && $0.hasSuffix(#"routes[0].compression.algorithms[0]: unknown value "zstd", expected one of: br, gzip"#) })
+        #expect(bad.contains { $0.contains("routes[0].compression.gzip_level: must be between 1 and 9, got 10") })
+        #expect(bad.contains { $0.contains("routes[0].compression.content_types[0]: expected a media type like") })
+        #expect(bad.contains { $0.contains("routes[0].compression.min_size: expected a size") })
+        #expect(bad.contains { $0.contains("routes[0].compression.enabled: expected true or false") })
+    }
 }

@@ -1,8 +1,9 @@
 import Foundation
 
-/// Tests/Scripts/h2_upstream.py, a scriptable h2c upstream (Python h2), run for one test.
+/// A Python upstream from Tests/Scripts run for one test: h2_upstream.py (scriptable h2c, Python
+/// h2) by default, or another script that writes its port to the file named by its argument.
 /// Unchecked: the process handle is only stopped once, by the test that started it.
-final class PythonH2Upstream: @unchecked Sendable {
+final class PythonUpstream: @unchecked Sendable {
     static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Scripts").path
 
@@ -10,18 +11,18 @@ final class PythonH2Upstream: @unchecked Sendable {
     private let process: Process
     private let stdin: Pipe
 
-    static func start() async throws -> PythonH2Upstream {
+    static func start(script: String = "h2_upstream.py") async throws -> PythonUpstream {
         let portFile = FileManager.default.temporaryDirectory.appendingPathComponent("h2up-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: portFile) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")  // the python3 pip installed into
-        process.arguments = ["python3", scripts + "/h2_upstream.py", portFile]
+        process.arguments = ["python3", scripts + "/" + script, portFile]
         let stdin = Pipe()  // it exits when this closes, should the test runner die first
         process.standardInput = stdin
         try process.run()
         for _ in 0..<100 {
             if let text = try? String(contentsOfFile: portFile, encoding: .utf8), let port = Int(text) {
-                return PythonH2Upstream(port: port, process: process, stdin: stdin)
+                return PythonUpstream(port: port, process: process, stdin: stdin)
             }
             if !process.isRunning { break }
             try await Task.sleep(for: .milliseconds(50))
