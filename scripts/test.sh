@@ -5,4 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 swift build --build-tests
-swift test --skip-build
+swift test --skip-build --skip CompressionMemoryTests
+# Alone: it holds 10,000 streams (and as many sockets) open, which would starve timing-sensitive
+# tests running beside it.
+swift test --skip-build --filter CompressionMemoryTests

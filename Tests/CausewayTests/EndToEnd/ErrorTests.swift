@@ -112,7 +112,8 @@ import Testing
         // Two workers: hold the one connection on each loop, then the next request overflows.
         let holders = try (0..<2).map { _ in try RawClient(port: gateway.port) }
         for holder in holders { holder.send("GET /api/slow?ms=1500 HTTP/1.1\r\nHost: a\r\n\r\n") }
-        try await Task.sleep(for: .milliseconds(300))
+        // Both held requests reached the upstream, so both loops' single connections are busy.
+        for _ in 0..<100 where gateway.upstream.requests < 2 { try await Task.sleep(for: .milliseconds(20)) }
         let overflow = try Curl.run(["\(gateway.url)/api/x"])
         #expect(overflow.status == 503)
         #expect(try decode(overflow).code == "upstream_overloaded")
@@ -198,17 +199,22 @@ import Testing
     @Test func gracefulDrainFinishesInFlightRequests() async throws {
         let gateway = try await GatewayHarness.start()
         let client = try RawClient(port: gateway.port)
-        client.send("GET /api/slow?ms=800 HTTP/1.1\r\nHost: a\r\n\r\n")
-        try await Task.sleep(for: .milliseconds(200))
+        client.send("GET /api/slow?ms=1500 HTTP/1.1\r\nHost: a\r\n\r\n")
+        for _ in 0..<100 where gateway.upstream.requests == 0 { try await Task.sleep(for: .milliseconds(20)) }
         let adminPort = gateway.server.adminAddress!.port!
         let shutdown = Task { await gateway.server.shutdown() }
-        try await Task.sleep(for: .milliseconds(100))
-        #expect(try Curl.run(["http://127.0.0.1:\(adminPort)/ready"]).status == 503)
+        // Draining starts on another task; wait for it to show rather than guess how long it takes.
+        var ready = 200
+        for _ in 0..<50 where ready != 503 {
+            try await Task.sleep(for: .milliseconds(20))
+            ready = try Curl.run(["http://127.0.0.1:\(adminPort)/ready"]).status
+        }
+        #expect(ready == 503)
         #expect((try? RawClient(port: gateway.port)) == nil, "no longer accepting")
         let (text, closed) = client.readAll()
         #expect(text.hasPrefix("HTTP/1.1 200 OK"))
         #expect(text.lowercased().contains("connection: close"))
-        #expect(text.contains("slept 800ms"))
+        #expect(text.contains("slept 1500ms"))
         #expect(closed)
         #expect(await shutdown.value == true, "drained before drain_timeout")
         await gateway.upstream.stop()

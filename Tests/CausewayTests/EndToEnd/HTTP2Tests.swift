@@ -17,11 +17,12 @@ import Testing
         let gateway = try await GatewayHarness.start()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/nghttp")
-        process.arguments = ["-nv", "--timeout=10", "\(gateway.url)/api/slow?ms=800"]
+        process.arguments = ["-nv", "--timeout=10", "\(gateway.url)/api/slow?ms=1500"]
         let out = Pipe()
         process.standardOutput = out
         try process.run()
-        try await Task.sleep(for: .milliseconds(300))
+        // Shut down once the stream is open upstream (not after a guessed delay: runners are busy).
+        for _ in 0..<100 where gateway.upstream.requests == 0 { try await Task.sleep(for: .milliseconds(20)) }
         let drained = await gateway.server.shutdown()
         let text = String(decoding: readToEnd(out.fileHandleForReading.fileDescriptor), as: UTF8.self)
         process.waitUntilExit()
