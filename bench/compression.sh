@@ -178,18 +178,6 @@ run_wrk() {  # PROXY SECONDS OUTFILE
         "http://127.0.0.1:${PORT[$1]}/" || { cat "$3" >&2; die "wrk failed against $1"; }
 }
 
-measure() {  # PROXY ROUND: appends one TSV row to $TMP/results.tsv
-    local p=$1 round=$2 pid=${MEASURE_PID[$1]} out="$TMP/wrk-$1-$2.txt" before after row line
-    alive "${MAIN_PID[$p]}" || proxy_failed "$p" "process died before round $round"
-    before=$(cpu_ticks "$pid")
-    run_wrk "$p" "$DURATION" "$out"
-    after=$(cpu_ticks "$pid")
-    row=$(python3 "$BENCH_DIR/wrk_report.py" parse "$out") || { cat "$out" >&2; die "cannot parse wrk output"; }
-    line=$(printf '%s\t%s\t%s\t%s' "$p" "$round" "$((after - before))" "$row")
-    echo "$line" >>"$TMP/results.tsv"
-    python3 "$BENCH_DIR/wrk_report.py" progress "$CLK_TCK" <<<"$line" >&2
-}
-
 library_table() {
     python3 - "$TMP/www/data.json" <<'PY'
 import sys, time, zlib, brotli

@@ -196,32 +196,18 @@ start_proxies() {
 
 # ---------------------------------------------------------------- measuring
 
-# run_wrk PORT SECONDS OUTFILE: wrk pinned to CPU 1.
+# run_wrk PROXY SECONDS OUTFILE: wrk pinned to CPU 1.
 run_wrk() {
-    run_loadgen "$3" wrk -t1 -c "$CONNECTIONS" -d "${2}s" --latency "http://127.0.0.1:$1/" \
-        || { cat "$3" >&2; die "wrk failed against port $1"; }
+    run_loadgen "$3" wrk -t1 -c "$CONNECTIONS" -d "${2}s" --latency "http://127.0.0.1:${PORT[$1]}/" \
+        || { cat "$3" >&2; die "wrk failed against $1"; }
 }
 
 warm_up() {
     local p
     for p in "${PROXIES[@]}"; do
         log "warming up $p (2 s)"
-        run_wrk "${PORT[$p]}" 2 "$TMP/warmup-$p.txt"
+        run_wrk "$p" 2 "$TMP/warmup-$p.txt"
     done
-}
-
-# measure PROXY ROUND: appends one TSV row to $TMP/results.tsv
-measure() {
-    local p=$1 round=$2 pid=${MEASURE_PID[$1]} out="$TMP/wrk-$1-$2.txt"
-    local before after row line
-    alive "${MAIN_PID[$p]}" || proxy_failed "$p" "process died before round $round"
-    before=$(cpu_ticks "$pid")
-    run_wrk "${PORT[$p]}" "$DURATION" "$out"
-    after=$(cpu_ticks "$pid")
-    row=$(python3 "$BENCH_DIR/wrk_report.py" parse "$out") || { cat "$out" >&2; die "cannot parse wrk output"; }
-    line=$(printf '%s\t%s\t%s\t%s' "$p" "$round" "$((after - before))" "$row")
-    echo "$line" >>"$TMP/results.tsv"
-    python3 "$BENCH_DIR/wrk_report.py" progress "$CLK_TCK" <<<"$line" >&2
 }
 
 run_rounds() {

@@ -292,3 +292,17 @@ cpu_ticks() {
 }
 
 cpu_model() { awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo || true; }
+
+# measure PROXY ROUND: one wrk run (the script's `run_wrk PROXY SECONDS OUTFILE`) with the
+# proxy's CPU ticks around it; appends a TSV row to $TMP/results.tsv and prints progress.
+measure() {
+    local p=$1 round=$2 pid=${MEASURE_PID[$1]} out="$TMP/wrk-$1-$2.txt" before after row line
+    alive "${MAIN_PID[$p]}" || proxy_failed "$p" "process died before round $round"
+    before=$(cpu_ticks "$pid")
+    run_wrk "$p" "$DURATION" "$out"
+    after=$(cpu_ticks "$pid")
+    row=$(python3 "$BENCH_DIR/wrk_report.py" parse "$out") || { cat "$out" >&2; die "cannot parse wrk output"; }
+    line=$(printf '%s\t%s\t%s\t%s' "$p" "$round" "$((after - before))" "$row")
+    echo "$line" >>"$TMP/results.tsv"
+    python3 "$BENCH_DIR/wrk_report.py" progress "$CLK_TCK" <<<"$line" >&2
+}

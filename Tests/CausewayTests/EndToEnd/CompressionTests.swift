@@ -64,13 +64,7 @@ import Testing
 
     func withGateway(_ body: (GatewayHarness) async throws -> Void) async throws {
         let gateway = try await GatewayHarness.start(routes: Self.routes)
-        do {
-            try await body(gateway)
-        } catch {
-            await gateway.stop()
-            throw error
-        }
-        await gateway.stop()
+        try await gateway.run(body)
     }
 
     /// (Accept-Encoding, the coding Causeway must choose) per RFC 9110 §12.5.3, with the

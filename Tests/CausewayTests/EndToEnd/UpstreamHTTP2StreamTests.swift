@@ -11,13 +11,7 @@ import Testing
         let gateway = try await GatewayHarness.start(
             routes: "  - {name: h2, match: {path_prefix: /}, upstream: h2up}",
             extraUpstreams: "  h2up: {endpoints: [{address: \"127.0.0.1:\(upstream.port)\"}], protocol: h2c}")
-        do {
-            try await body(gateway, upstream)
-        } catch {
-            await gateway.stop()
-            throw error
-        }
-        await gateway.stop()
+        try await gateway.run { try await body($0, upstream) }
     }
 
     /// Request trailers reach the upstream (it echoes them as "echo-*"), and its response

@@ -19,13 +19,7 @@ private let nginxLocations = """
         let gateway = try await GatewayHarness.start(
             routes: "  - {name: h2, match: {path_prefix: /}, upstream: h2up}",
             extraUpstreams: "  h2up: {endpoints: [{address: \"127.0.0.1:\(nginx.port)\"}], protocol: h2c, pool: \(pool)}")
-        do {
-            try await body(gateway)
-        } catch {
-            await gateway.stop()
-            throw error
-        }
-        await gateway.stop()
+        try await gateway.run(body)
     }
 
     @Test(arguments: Transport.allCases)

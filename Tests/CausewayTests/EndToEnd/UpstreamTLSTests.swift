@@ -31,13 +31,7 @@ import Testing
         let gateway = try await GatewayHarness.start(
             routes: "  - {name: up, match: {path_prefix: /}, upstream: up}",
             extraUpstreams: "  up: \(upstream(nginx.port))")
-        do {
-            try await body(gateway)
-        } catch {
-            await gateway.stop()
-            throw error
-        }
-        await gateway.stop()
+        try await gateway.run(body)
     }
 
     var ca: String { certificates.cert("ca") }

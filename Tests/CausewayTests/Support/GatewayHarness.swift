@@ -66,6 +66,18 @@ struct GatewayHarness {
             max_body_size: 0
         """
 
+    /// Runs `body`, then stops the gateway, also when `body` throws (a gateway left running
+    /// would keep the test runner from exiting).
+    func run(_ body: (GatewayHarness) async throws -> Void) async throws {
+        do {
+            try await body(self)
+        } catch {
+            await stop()
+            throw error
+        }
+        await stop()
+    }
+
     func stop() async {
         await server.shutdown()
         await upstream.stop()
