@@ -19,9 +19,9 @@ struct DownstreamPipeline: Sendable {
     let http2: HTTP2ServerHandler.Configuration?
     let decoderLimits: NIOHTTPDecoderLimitConfiguration
     let contexts: LoopContexts
-    let tls: TLSContextBox?
+    let tls: TLSContextBox<TLSServerContext>?
 
-    init(listener: ListenerConfig, contexts: LoopContexts, tls: TLSContextBox?) {
+    init(listener: ListenerConfig, contexts: LoopContexts, tls: TLSContextBox<TLSServerContext>?) {
         self.contexts = contexts
         self.tls = tls
         let secure = tls != nil

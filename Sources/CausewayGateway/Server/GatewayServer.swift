@@ -128,12 +128,16 @@ public final class GatewayServer: Sendable {
         return completed
     }
 
-    /// Re-reads every listener's certificate and key files (SIGHUP). New handshakes use them;
-    /// open connections keep the ones they started with. On any error nothing changes.
+    /// Re-reads every listener's certificate and key files, and every TLS upstream's CA bundle
+    /// and client certificate (SIGHUP). New handshakes use them; open connections keep the ones
+    /// they started with. On any error nothing changes.
     public func reloadCertificates() throws(ConfigErrors) {
         let fresh = try RuntimeSnapshot.loadTLS(snapshot.config.listeners)
+        let freshUpstreams = try RuntimeSnapshot.loadUpstreamTLS(snapshot.config.upstreams)
         for (name, context) in fresh { snapshot.tlsContexts[name]?.replace(context) }
-        logger.info("certificates reloaded", metadata: ["listeners": "\(fresh.keys.sorted())"])
+        for (name, context) in freshUpstreams { snapshot.upstreamTLSContexts[name]?.replace(context) }
+        logger.info("certificates reloaded", metadata: ["listeners": "\(fresh.keys.sorted())",
+                                                        "upstreams": "\(freshUpstreams.keys.sorted())"])
     }
 
     /// Open downstream connections on a listener (for tests and, later, metrics).

@@ -37,7 +37,9 @@ public struct RuntimeSnapshot: Sendable {
     let routeUpstream: [String: Int]
     let globalFilters: [any HTTPFilter]
     /// By listener name, for TLS listeners. Boxes, so SIGHUP can swap in re-read certificates.
-    public let tlsContexts: [String: TLSContextBox]
+    public let tlsContexts: [String: TLSContextBox<TLSServerContext>]
+    /// By upstream name, for TLS upstreams; boxed for the same reason.
+    public let upstreamTLSContexts: [String: TLSContextBox<TLSClientContext>]
 
     /// Resolves endpoint host names once, here, so the request path never waits on DNS.
     public init(config: GatewayConfig) throws {
@@ -45,7 +47,8 @@ public struct RuntimeSnapshot: Sendable {
         let globalFilters: [any HTTPFilter] = [RequestIDFilter()]
         self.globalFilters = globalFilters
         self.router = Router(routes: try config.routes.map { try CompiledRoute(config: $0, globalFilters: globalFilters) })
-        let clientTLS = try Self.loadUpstreamTLS(config.upstreams)
+        let clientTLS = try Self.loadUpstreamTLS(config.upstreams).mapValues { TLSContextBox($0) }
+        self.upstreamTLSContexts = clientTLS
         self.upstreams = try config.upstreams.map { upstream in
             Upstream(name: upstream.name, endpoints: try upstream.endpoints.map { endpoint in
                 UpstreamEndpoint(address: try SocketAddress.makeAddressResolvingHost(endpoint.address.host,

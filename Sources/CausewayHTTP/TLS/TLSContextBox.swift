@@ -1,17 +1,18 @@
 import Synchronization
 
-/// The current TLS context of a listener, replaceable at run time (certificate reload). Read
-/// once per new connection, never per request.
-public final class TLSContextBox: Sendable {
-    private let context: Mutex<TLSServerContext>
+/// A TLS context (a listener's server context or an upstream's client context), replaceable at
+/// run time when SIGHUP re-reads certificate files. Read once per new connection, never per
+/// request, so the lock is off the request path.
+public final class TLSContextBox<Context: AnyObject & Sendable>: Sendable {
+    private let context: Mutex<Context>
 
-    public init(_ context: TLSServerContext) {
+    public init(_ context: Context) {
         self.context = Mutex(context)
     }
 
-    public var current: TLSServerContext { context.withLock { $0 } }
+    public var current: Context { context.withLock { $0 } }
 
-    public func replace(_ context: TLSServerContext) {
+    public func replace(_ context: Context) {
         self.context.withLock { $0 = context }
     }
 }

@@ -20,13 +20,13 @@ public struct UpstreamEndpoint: Sendable {
     }
 }
 
-/// TLS towards one endpoint: the upstream's shared client context and the name used for SNI
-/// and certificate verification.
+/// TLS towards one endpoint: the upstream's shared client context (boxed: SIGHUP swaps in
+/// re-read files for new connections) and the name used for SNI and certificate verification.
 public struct UpstreamTLS: Sendable {
-    public var context: TLSClientContext
+    public var context: TLSContextBox<TLSClientContext>
     public var serverName: String
 
-    public init(context: TLSClientContext, serverName: String) {
+    public init(context: TLSContextBox<TLSClientContext>, serverName: String) {
         self.context = context
         self.serverName = serverName
     }
@@ -48,7 +48,7 @@ extension UpstreamEndpoint {
                 channel.eventLoop.makeCompletedFuture {
                     if let tls {
                         try channel.pipeline.syncOperations.addHandler(
-                            OpenSSLHandler(client: tls.context, serverName: tls.serverName))
+                            OpenSSLHandler(client: tls.context.current, serverName: tls.serverName))
                     }
                     try initialize(channel)
                 }

@@ -111,6 +111,28 @@ import Testing
         }
     }
 
+    /// SIGHUP re-reads an upstream's CA bundle for new connections (here: the first bundle is
+    /// the wrong CA, so the first request fails; after the fix and a reload, the next succeeds).
+    @Test func aReloadReReadsTheUpstreamCABundle() async throws {
+        let bundle = FileManager.default.temporaryDirectory.appendingPathComponent("ca-\(UUID().uuidString).pem").path
+        defer { try? FileManager.default.removeItem(atPath: bundle) }
+        try FileManager.default.copyItem(atPath: certificates.cert("localhost"), toPath: bundle)  // not our CA
+        try await withGateway(upstream: { port in
+            "{endpoints: [{address: \"localhost:\(port)\"}], protocol: h2, tls: {ca: \"\(bundle)\"}}"
+        }) { gateway in
+            #expect(try Curl.run(["\(gateway.url)/x"]).status == 502)
+            try FileManager.default.removeItem(atPath: bundle)
+            try FileManager.default.copyItem(atPath: ca, toPath: bundle)
+            try gateway.server.reloadCertificates()
+            let after = try Curl.run(["\(gateway.url)/x"])
+            #expect(after.status == 200, "\(after.body)")
+            // A bad file on reload changes nothing and says why.
+            try "not a certificate".write(toFile: bundle, atomically: true, encoding: .utf8)
+            #expect(throws: ConfigErrors.self) { try gateway.server.reloadCertificates() }
+            #expect(try Curl.run(["\(gateway.url)/x"]).status == 200)
+        }
+    }
+
     @Test func anUpstreamThatDoesNotSpeakTLSFailsTheHandshakeNotTheProcess() async throws {
         let nginx = try await Nginx.start(http2: false, locations: Self.locations)  // cleartext
         defer { nginx.stop() }
