@@ -35,6 +35,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/GraphQLSwift/GraphQL", from: "4.3.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: systemLibraries + [
         .target(
@@ -57,6 +59,15 @@ let package = Package(
             swiftSettings: releaseSettings
         ),
         .target(
+            name: "CausewayGraphQL",
+            dependencies: [
+                .product(name: "GraphQL", package: "GraphQL"),
+                .product(name: "OrderedCollections", package: "swift-collections"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: releaseSettings
+        ),
+        .target(
             name: "CausewayUpstream",
             dependencies: nio + ["CausewayConfig", "CausewayHTTP", "CNghttp2", .product(name: "Logging", package: "swift-log")],
             swiftSettings: releaseSettings
@@ -64,7 +75,7 @@ let package = Package(
         .target(
             name: "CausewayGateway",
             dependencies: nio + [
-                "CausewayConfig", "CausewayHTTP", "CausewayUpstream", "CausewayCompression",
+                "CausewayConfig", "CausewayHTTP", "CausewayUpstream", "CausewayCompression", "CausewayGraphQL",
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -84,7 +95,8 @@ let package = Package(
             name: "CausewayTests",
             dependencies: nio + [
                 "CausewayConfig", "CausewayHTTP", "CausewayUpstream", "CausewayGateway", "CausewayDemo",
-                "CausewayCompression",
+                "CausewayCompression", "CausewayGraphQL",
+                .product(name: "GraphQL", package: "GraphQL"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]

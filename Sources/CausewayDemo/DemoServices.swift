@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
 import Foundation
 
@@ -12,19 +13,33 @@ import Foundation
 public final class DemoServices: Sendable {
     public let usersChannel: any Channel
     public let ordersChannel: any Channel
+    /// Requests each service has received, so a test can prove how many calls a GraphQL
+    /// operation cost.
+    public let counts: RequestCounts
 
-    private init(users: any Channel, orders: any Channel) {
+    public final class RequestCounts: Sendable {
+        let users = Atomic<Int>(0)
+        let orders = Atomic<Int>(0)
+
+        public var usersRequests: Int { users.load(ordering: .relaxed) }
+        public var ordersRequests: Int { orders.load(ordering: .relaxed) }
+        public var total: Int { usersRequests + ordersRequests }
+    }
+
+    private init(users: any Channel, orders: any Channel, counts: RequestCounts) {
         usersChannel = users
         ordersChannel = orders
+        self.counts = counts
     }
 
     /// Both services share one event loop, which owns their data: no locks needed.
     public static func start(on loop: any EventLoop, host: String = "127.0.0.1", usersPort: Int = 3002,
                              ordersPort: Int = 3003) async throws -> DemoServices {
         let store = try await loop.submit { NIOLoopBound(DemoStore(), eventLoop: loop) }.get()
-        let users = try await bind(loop: loop, host: host, port: usersPort, store: store, service: .users)
-        let orders = try await bind(loop: loop, host: host, port: ordersPort, store: store, service: .orders)
-        return DemoServices(users: users, orders: orders)
+        let counts = RequestCounts()
+        let users = try await bind(loop: loop, host: host, port: usersPort, store: store, service: .users, counts: counts)
+        let orders = try await bind(loop: loop, host: host, port: ordersPort, store: store, service: .orders, counts: counts)
+        return DemoServices(users: users, orders: orders, counts: counts)
     }
 
     public func stop() async {
@@ -33,13 +48,13 @@ public final class DemoServices: Sendable {
     }
 
     private static func bind(loop: any EventLoop, host: String, port: Int, store: NIOLoopBound<DemoStore>,
-                             service: DemoService) async throws -> any Channel {
+                             service: DemoService, counts: RequestCounts) async throws -> any Channel {
         try await ServerBootstrap(group: loop)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(DemoHandler(store: store.value, service: service))
+                    try channel.pipeline.syncOperations.addHandler(DemoHandler(store: store.value, service: service, counts: counts))
                 }
             }
             .bind(host: host, port: port)
@@ -124,12 +139,14 @@ final class DemoHandler: ChannelInboundHandler {
 
     private let store: DemoStore
     private let service: DemoService
+    private let counts: DemoServices.RequestCounts
     private var head: HTTPRequestHead?
     private var body = ByteBuffer()
 
-    init(store: DemoStore, service: DemoService) {
+    init(store: DemoStore, service: DemoService, counts: DemoServices.RequestCounts) {
         self.store = store
         self.service = service
+        self.counts = counts
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -137,6 +154,7 @@ final class DemoHandler: ChannelInboundHandler {
         case .head(let head):
             self.head = head
             body.clear()
+            if service == .users { counts.users.add(1, ordering: .relaxed) } else { counts.orders.add(1, ordering: .relaxed) }
         case .body(var chunk):
             body.writeBuffer(&chunk)
         case .end:

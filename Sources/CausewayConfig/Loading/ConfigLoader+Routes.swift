@@ -90,12 +90,10 @@ extension GatewayConfigReader {
     private func readRoute(_ node: Node, _ path: String, index: Int, upstreamNames: [String]) -> RouteConfig? {
         let allowed = ["name", "match", "upstream", "rewrite", "timeout", "max_body_size", "headers", "compression", "graphql"]
         guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
-        for key in ["graphql"] where fields.has(key) {
-            reader.fail(fields.keyNode(key), reader.join(path, key), "not supported yet by this build")
-        }
         let name = fields["name"].flatMap { reader.string($0.node, $0.path) } ?? "route-\(index)"
         let match = required(fields, "match", node) { readMatch($0, $1) }
-        let upstream = required(fields, "upstream", node) { node, path -> String? in
+        let isGraphQL = fields.has("graphql")
+        let upstream: String? = isGraphQL && !fields.has("upstream") ? "" : required(fields, "upstream", node) { node, path -> String? in
             guard let name = reader.string(node, path) else { return nil }
             // Names as written, even of upstreams with errors, so one mistake is not reported twice.
             if !upstreamNames.contains(name) {
@@ -103,6 +101,10 @@ extension GatewayConfigReader {
                 return nil
             }
             return name
+        }
+        if isGraphQL && fields.has("upstream") {
+            reader.fail(fields.keyNode("upstream"), reader.join(path, "upstream"),
+                        "a graphql route calls the upstreams its schema names; remove upstream")
         }
         var route = RouteConfig(name: name, match: match ?? RouteMatch(path: .prefix("/")), upstream: upstream ?? "")
         if let (node, path) = fields["rewrite"], let rewrite = reader.mapping(node, path, allowed: ["path_prefix"]),
@@ -126,8 +128,30 @@ extension GatewayConfigReader {
             if let (n, p) = headers["response"] { route.responseHeaders = readHeaderOperations(n, p) }
         }
         if let (node, path) = fields["compression"] { route.compression = readCompression(node, path) }
+        if let (node, path) = fields["graphql"] { route.graphql = readGraphQL(node, path) }
         guard match != nil, upstream != nil else { return nil }
         return route
+    }
+
+    private func readGraphQL(_ node: Node, _ path: String) -> GraphQLRouteConfig? {
+        let allowed = ["schema", "introspection", "limits", "persisted_queries", "batching", "upstream_timeout", "debug"]
+        guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
+        for key in ["limits", "persisted_queries"] where fields.has(key) {
+            reader.fail(fields.keyNode(key), reader.join(path, key), "not supported yet by this build")
+        }
+        guard let schema = required(fields, "schema", node, { reader.string($0, $1) }), let (schemaNode, schemaPath) = fields["schema"]
+        else { return nil }
+        var config = GraphQLRouteConfig(schema: schema, schemaLocation: reader.location(schemaNode, schemaPath))
+        if let (n, p) = fields["introspection"], let value = reader.bool(n, p) { config.introspection = value }
+        if let (n, p) = fields["debug"], let value = reader.bool(n, p) { config.debug = value }
+        if let (n, p) = fields["upstream_timeout"], let value = reader.duration(n, p) {
+            if value == .zero { reader.fail(n, p, "must be greater than 0") } else { config.upstreamTimeout = value }
+        }
+        if let (n, p) = fields["batching"], let batching = reader.mapping(n, p, allowed: ["enabled", "max_operations"]) {
+            if let (n, p) = batching["enabled"], let value = reader.bool(n, p) { config.batchingEnabled = value }
+            if let (n, p) = batching["max_operations"], let value = reader.int(n, p, range: 1...1000) { config.maxOperations = value }
+        }
+        return config
     }
 
     private func readCompression(_ node: Node, _ path: String) -> CompressionConfig? {

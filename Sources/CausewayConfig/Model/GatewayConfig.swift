@@ -184,6 +184,8 @@ public struct RouteConfig: Sendable {
     public var responseHeaders: HeaderOperations
     /// `compression`; nil = responses pass as the upstream sent them.
     public var compression: CompressionConfig?
+    /// `graphql`: this route serves GraphQL (and needs no `upstream`).
+    public var graphql: GraphQLRouteConfig?
 
     public init(name: String, match: RouteMatch, upstream: String, rewritePathPrefix: String? = nil,
                 timeout: Duration? = .seconds(60), maxBodySize: Int? = 10 << 20,
@@ -196,6 +198,25 @@ public struct RouteConfig: Sendable {
         self.maxBodySize = maxBodySize
         self.requestHeaders = requestHeaders
         self.responseHeaders = responseHeaders
+    }
+}
+
+/// `routes[].graphql`: a GraphQL endpoint over the REST upstreams its schema binds.
+public struct GraphQLRouteConfig: Sendable {
+    /// SDL file, as written (relative paths are from the working directory).
+    public var schema: String
+    public var schemaLocation: ConfigLocation
+    public var introspection = true
+    public var batchingEnabled = true
+    public var maxOperations = 10
+    /// Each REST call an operation makes.
+    public var upstreamTimeout: Duration = .seconds(10)
+    /// Adds `x-causeway-upstream-calls` to responses.
+    public var debug = false
+
+    public init(schema: String, schemaLocation: ConfigLocation) {
+        self.schema = schema
+        self.schemaLocation = schemaLocation
     }
 }
 

@@ -10,13 +10,20 @@ final class LoopContext {
     let snapshot: RuntimeSnapshot
     /// Indexed like `snapshot.upstreams`.
     let clusters: [UpstreamCluster]
+    /// By route name: how that GraphQL route's operations reach this loop's pools.
+    let graphqlTransports: [String: GatewayRestTransport]
     private(set) lazy var exchangeHandler = GatewayExchangeHandler(context: self)
 
     init(eventLoop: any EventLoop, snapshot: RuntimeSnapshot) {
         self.eventLoop = eventLoop
         self.snapshot = snapshot
-        self.clusters = snapshot.upstreams.map {
+        let clusters = snapshot.upstreams.map {
             UpstreamCluster(name: $0.name, endpoints: $0.endpoints, protocol: $0.protocol, pool: $0.pool, eventLoop: eventLoop)
+        }
+        self.clusters = clusters
+        let byName = Dictionary(uniqueKeysWithValues: clusters.map { ($0.name, $0) })
+        self.graphqlTransports = snapshot.graphqlRoutes.mapValues {
+            GatewayRestTransport(eventLoop: eventLoop, clusters: byName, timeout: TimeAmount($0.config.upstreamTimeout))
         }
     }
 }
@@ -36,6 +43,8 @@ public struct RuntimeSnapshot: Sendable {
     /// For each route (by index), the index of its upstream.
     let routeUpstream: [String: Int]
     let globalFilters: [any HTTPFilter]
+    /// By route name, for routes that serve GraphQL: the loaded schema and its executor.
+    let graphqlRoutes: [String: GraphQLRoute]
     /// By listener name, for TLS listeners. Boxes, so SIGHUP can swap in re-read certificates.
     public let tlsContexts: [String: TLSContextBox<TLSServerContext>]
     /// By upstream name, for TLS upstreams; boxed for the same reason.
@@ -47,6 +56,19 @@ public struct RuntimeSnapshot: Sendable {
         let globalFilters: [any HTTPFilter] = [RequestIDFilter()]
         self.globalFilters = globalFilters
         self.router = Router(routes: try config.routes.map { try CompiledRoute(config: $0, globalFilters: globalFilters) })
+        let upstreamNames = Set(config.upstreams.map(\.name))
+        var graphqlRoutes: [String: GraphQLRoute] = [:]
+        var schemaErrors: [ConfigError] = []
+        for route in config.routes {
+            guard let graphql = route.graphql else { continue }
+            do {
+                graphqlRoutes[route.name] = try GraphQLRoute.load(graphql, upstreams: upstreamNames)
+            } catch {
+                schemaErrors += error.errors
+            }
+        }
+        if !schemaErrors.isEmpty { throw ConfigErrors(schemaErrors) }
+        self.graphqlRoutes = graphqlRoutes
         let clientTLS = try Self.loadUpstreamTLS(config.upstreams).mapValues { TLSContextBox($0) }
         self.upstreamTLSContexts = clientTLS
         self.upstreams = try config.upstreams.map { upstream in
@@ -155,6 +177,10 @@ final class GatewayExchangeHandler: ExchangeHandler {
                 exchange.fail(error)
                 return
             }
+        }
+        if let graphql = context.snapshot.graphqlRoutes[route.name], let transport = context.graphqlTransports[route.name] {
+            GraphQLExchange(exchange: exchange, route: graphql, transport: transport).start()
+            return
         }
         guard let index = context.snapshot.routeUpstream[route.config.upstream] else {
             exchange.fail(.upstreamOverloaded("upstream \"\(route.config.upstream)\" is not configured"))

@@ -1,0 +1,138 @@
+import CausewayConfig
+import CausewayGraphQL
+import CausewayHTTP
+import CausewayUpstream
+import Foundation
+import GraphQL
+import NIOCore
+
+/// The operations of one GraphQL-over-HTTP request: from a POST body (`{"query": ...}` or,
+/// with batching, an array of those) or from a GET query string.
+struct GraphQLHTTPRequest: Sendable {
+    struct Operation: Sendable {
+        var query: String?
+        var variables: [String: Map]
+        var operationName: String?
+    }
+
+    var operations: [Operation]
+    var batched: Bool
+
+    static func fromBody(_ body: ByteBuffer, contentType: String?, batching: GraphQLRouteConfig) -> Result<Self, GatewayError> {
+        let media = contentType?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased()
+        guard media == "application/json" || media == "application/graphql-response+json" else {
+            return .failure(GatewayError(status: .unsupportedMediaType, code: "unsupported_media_type",
+                                         message: "GraphQL POST bodies are application/json"))
+        }
+        let map: Map
+        do {
+            map = try JSONDecoder().decode(Map.self, from: Data(body.readableBytesView))
+        } catch {
+            return .failure(.badRequest("the body is not JSON"))
+        }
+        switch map {
+        case .dictionary:
+            return operation(map).map { GraphQLHTTPRequest(operations: [$0], batched: false) }
+        case .array(let items):
+            guard batching.batchingEnabled else { return .failure(.badRequest("batched operations are not enabled on this route")) }
+            guard !items.isEmpty, items.count <= batching.maxOperations else {
+                return .failure(.badRequest("a batch holds 1 to \(batching.maxOperations) operations, not \(items.count)"))
+            }
+            var operations: [Operation] = []
+            for item in items {
+                switch operation(item) {
+                case .success(let operation): operations.append(operation)
+                case .failure(let error): return .failure(error)
+                }
+            }
+            return .success(GraphQLHTTPRequest(operations: operations, batched: true))
+        default:
+            return .failure(.badRequest("the body must be a JSON object (or an array of them)"))
+        }
+    }
+
+    private static func operation(_ map: Map) -> Result<Operation, GatewayError> {
+        guard case .dictionary(let fields) = map else { return .failure(.badRequest("each operation must be a JSON object")) }
+        var operation = Operation(query: nil, variables: [:], operationName: nil)
+        switch fields["query"] {
+        case .string(let query)?: operation.query = query
+        case nil, .null?: break
+        default: return .failure(.badRequest("query must be a string"))
+        }
+        switch fields["variables"] {
+        case .dictionary(let variables)?: operation.variables = Dictionary(uniqueKeysWithValues: variables.map { ($0.key, $0.value) })
+        case nil, .null?: break
+        default: return .failure(.badRequest("variables must be a JSON object"))
+        }
+        switch fields["operationName"] {
+        case .string(let name)?: operation.operationName = name
+        case nil, .null?: break
+        default: return .failure(.badRequest("operationName must be a string"))
+        }
+        return .success(operation)
+    }
+
+    static func fromQuery(_ path: String) -> Result<Self, GatewayError> {
+        var operation = Operation(query: nil, variables: [:], operationName: nil)
+        let query = path.split(separator: "?", maxSplits: 1).dropFirst().first ?? ""
+        for pair in query.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let name = decode(parts[0]), let value = parts.count > 1 ? decode(parts[1]) : "" else {
+                return .failure(.badRequest("the query string is not valid percent-encoding"))
+            }
+            switch name {
+            case "query": operation.query = value
+            case "operationName": operation.operationName = value.isEmpty ? nil : value
+            case "variables" where !value.isEmpty:
+                guard let map = try? JSONDecoder().decode(Map.self, from: Data(value.utf8)), case .dictionary(let variables) = map else {
+                    return .failure(.badRequest("variables must be a JSON object"))
+                }
+                operation.variables = Dictionary(uniqueKeysWithValues: variables.map { ($0.key, $0.value) })
+            default: break
+            }
+        }
+        return .success(GraphQLHTTPRequest(operations: [operation], batched: false))
+    }
+
+    private static func decode(_ text: Substring) -> String? {
+        text.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
+    }
+}
+
+/// The executor's way to upstreams: a hop onto the exchange's own event loop, where the call
+/// goes through that loop's pools.
+final class GatewayRestTransport: RestTransport {
+    private let eventLoop: any EventLoop
+    private let clusters: LoopClusters
+    private let timeout: TimeAmount
+
+    /// The loop's clusters, touched only inside `flatSubmit` on that loop. (NIOLoopBound would
+    /// say so too, but it must be made on the loop, and loop contexts are built before start.)
+    private struct LoopClusters: @unchecked Sendable {
+        let byName: [String: UpstreamCluster]
+    }
+
+    init(eventLoop: any EventLoop, clusters: [String: UpstreamCluster], timeout: TimeAmount) {
+        self.eventLoop = eventLoop
+        self.clusters = LoopClusters(byName: clusters)
+        self.timeout = timeout
+    }
+
+    func send(_ request: RestRequest) async throws(RestFailure) -> RestResponse {
+        let clusters = self.clusters
+        let timeout = self.timeout
+        let eventLoop = self.eventLoop
+        do {
+            return try await eventLoop.flatSubmit {
+                guard let cluster = clusters.byName[request.upstream] else {
+                    return eventLoop.makeFailedFuture(RestFailure.unavailable("upstream \"\(request.upstream)\" is not configured"))
+                }
+                return UpstreamCall(cluster: cluster, request: request, eventLoop: eventLoop).start(timeout: timeout)
+            }.get()
+        } catch let failure as RestFailure {
+            throw failure
+        } catch {
+            throw .unavailable("\(error)")
+        }
+    }
+}

@@ -1,0 +1,206 @@
+import CausewayConfig
+import CausewayGraphQL
+import CausewayHTTP
+import Foundation
+import GraphQL
+import HTTPTypes
+import NIOCore
+
+/// A route's GraphQL endpoint, per the GraphQL-over-HTTP specification: POST with a JSON body
+/// (one operation, or an array of them when batching is on), or GET with `query`, `variables`
+/// and `operationName` in the query string (queries only). Validated before anything runs;
+/// executed by `GraphQLEngine` with this loop's pools as the transport.
+struct GraphQLRoute: Sendable {
+    let engine: GraphQLEngine
+    let config: GraphQLRouteConfig
+    let rules: [@Sendable (ValidationContext) -> Visitor]
+
+    init(engine: GraphQLEngine, config: GraphQLRouteConfig) {
+        self.engine = engine
+        self.config = config
+        rules = config.introspection ? specifiedRules : specifiedRules + [NoSchemaIntrospectionCustomRule]
+    }
+
+    /// Loads the schema file; its problems are config errors at their line in that file.
+    static func load(_ config: GraphQLRouteConfig, upstreams: Set<String>) throws(ConfigErrors) -> GraphQLRoute {
+        guard let data = FileManager.default.contents(atPath: config.schema), let text = String(data: data, encoding: .utf8) else {
+            throw ConfigErrors([config.schemaLocation.error("cannot read schema file \"\(config.schema)\"")])
+        }
+        do {
+            let loaded = try SchemaLoader.load(text: text, file: config.schema, upstreams: upstreams)
+            return GraphQLRoute(engine: GraphQLEngine(loaded), config: config)
+        } catch {
+            throw ConfigErrors(error.errors.map {
+                ConfigError(file: $0.file, line: $0.line, column: $0.column, path: "", message: $0.message)
+            })
+        }
+    }
+}
+
+/// One GraphQL request on its exchange: reads the body, runs each operation, answers.
+final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
+    private let exchange: Exchange
+    private let route: GraphQLRoute
+    private let transport: GatewayRestTransport
+    private var body = ByteBuffer()
+    private var cancelled = false
+    private var task: Task<Void, Never>?
+
+    init(exchange: Exchange, route: GraphQLRoute, transport: GatewayRestTransport) {
+        self.exchange = exchange
+        self.route = route
+        self.transport = transport
+    }
+
+    func start() {
+        exchange.responseProducer = self
+        switch exchange.request.method {
+        case .get:
+            exchange.attachRequestBodyConsumer(self)
+        case .post:
+            exchange.attachRequestBodyConsumer(self)
+        default:
+            var error = GatewayError(status: .methodNotAllowed, code: "method_not_allowed",
+                                     message: "GraphQL takes GET (queries) or POST")
+            error.headers[.allow] = "GET, POST"
+            exchange.fail(error)
+        }
+    }
+
+    // MARK: RequestBodyConsumer
+
+    func requestBodyPart(_ chunk: ByteBuffer) {
+        var chunk = chunk
+        body.writeBuffer(&chunk)
+    }
+
+    func requestBodyEnd(_ trailers: HTTPFields?) {
+        let request = exchange.request
+        let parsed: Result<GraphQLHTTPRequest, GatewayError> = request.method == .get
+            ? GraphQLHTTPRequest.fromQuery(request.path ?? "")
+            : GraphQLHTTPRequest.fromBody(body, contentType: request.headerFields[.contentType], batching: route.config)
+        switch parsed {
+        case .failure(let error):
+            exchange.fail(error)
+        case .success(let parsed):
+            run(parsed, isGet: request.method == .get)
+        }
+    }
+
+    // MARK: ResponseProducer
+
+    func downstreamWritabilityChanged(_ writable: Bool) {}
+
+    func cancel() {
+        cancelled = true
+        task?.cancel()
+    }
+
+    // MARK: Running
+
+    private func run(_ request: GraphQLHTTPRequest, isGet: Bool) {
+        let wantsGraphQLResponse = Self.acceptsGraphQLResponse(exchange.request.headerFields[.accept])
+        var headers: [String: String] = [:]
+        for field in exchange.request.headerFields { headers[field.name.canonicalName] = field.value }
+        headers["x-request-id"] = exchange.requestID
+        let context = OperationContext(transport: transport, headers: headers, eventLoop: exchange.eventLoop)
+        let loopBound = NIOLoopBound(self, eventLoop: exchange.eventLoop)
+        task = Self.launch(request, route: route, isGet: isGet, context: context) { outcomes, calls in
+            loopBound.value.respond(outcomes, batched: request.batched, graphQLResponse: wantsGraphQLResponse, calls: calls)
+        }
+    }
+
+    /// Runs the operations off the loop (GraphQLSwift's executor is async) and hands the
+    /// outcomes back on the exchange's loop.
+    private static func launch(_ request: GraphQLHTTPRequest, route: GraphQLRoute, isGet: Bool, context: OperationContext,
+                               eventLoopDone done: @escaping @Sendable ([GraphQLOutcome], Int) -> Void) -> Task<Void, Never> {
+        let eventLoop = context.eventLoop
+        return Task {
+            var outcomes: [GraphQLOutcome] = []
+            for operation in request.operations {
+                outcomes.append(await execute(operation, route: route, isGet: isGet, context: context))
+            }
+            let calls = context.upstreamCalls
+            eventLoop.execute { done(outcomes, calls) }
+        }
+    }
+
+    /// Parse, check the method, validate, execute: the spec's stages, each with its own answer.
+    static func execute(_ operation: GraphQLHTTPRequest.Operation, route: GraphQLRoute, isGet: Bool,
+                        context: OperationContext) async -> GraphQLOutcome {
+        guard let query = operation.query else {
+            return .requestError(GraphQLError(message: "the request has no query"))
+        }
+        let document: Document
+        do {
+            document = try parse(source: Source(body: query, name: "GraphQL request"))
+        } catch let error as GraphQLError {
+            return .requestError(error)
+        } catch {
+            return .requestError(GraphQLError(message: "\(error)"))
+        }
+        if isGet, let kind = Self.operationKind(document, name: operation.operationName), kind != .query {
+            return .methodNotAllowed
+        }
+        let errors = validate(schema: route.engine.loaded.schema, ast: document, rules: route.rules)
+        if !errors.isEmpty { return .requestError(errors) }
+        return .executed(await route.engine.execute(document: document, variables: operation.variables,
+                                                    operationName: operation.operationName, context: context))
+    }
+
+    static func operationKind(_ document: Document, name: String?) -> OperationType? {
+        let operations = document.definitions.compactMap { $0 as? OperationDefinition }
+        let chosen = name.map { name in operations.first { $0.name?.value == name } } ?? operations.first
+        return chosen?.operation
+    }
+
+    static func acceptsGraphQLResponse(_ accept: String?) -> Bool {
+        accept?.lowercased().contains("application/graphql-response+json") ?? false
+    }
+
+    private func respond(_ outcomes: [GraphQLOutcome], batched: Bool, graphQLResponse: Bool, calls: Int) {
+        guard !cancelled else { return }
+        if outcomes.contains(where: { if case .methodNotAllowed = $0 { true } else { false } }) {
+            var error = GatewayError(status: .methodNotAllowed, code: "method_not_allowed",
+                                     message: "only queries may use GET; send mutations with POST")
+            error.headers[.allow] = "POST"
+            exchange.fail(error)
+            return
+        }
+        // application/graphql-response+json: a request that could not run is a 4xx; with
+        // application/json every well-formed request is a 200 (GraphQL-over-HTTP §6.4).
+        var status = HTTPResponse.Status.ok
+        if graphQLResponse && !batched, case .requestError? = outcomes.first { status = .badRequest }
+        var response = HTTPResponse(status: status)
+        response.headerFields[.contentType] = graphQLResponse
+            ? "application/graphql-response+json; charset=utf-8" : "application/json; charset=utf-8"
+        if route.config.debug { response.headerFields[HTTPField.Name("x-causeway-upstream-calls")!] = String(calls) }
+        let texts = outcomes.map { $0.json }
+        let text = batched ? "[" + texts.joined(separator: ",") + "]" : texts[0]
+        exchange.respond(response, body: ByteBuffer(string: text + "\n"))
+    }
+}
+
+enum GraphQLOutcome: Sendable {
+    case requestError([GraphQLError])
+    case methodNotAllowed
+    case executed(GraphQLResult)
+
+    static func requestError(_ error: GraphQLError) -> Self { .requestError([error]) }
+
+    var json: String {
+        let result: GraphQLResult = switch self {
+        case .requestError(let errors): GraphQLResult(errors: errors)
+        case .methodNotAllowed: GraphQLResult(errors: [GraphQLError(message: "method not allowed")])
+        case .executed(let result): result
+        }
+        let encoder = GraphQLJSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        guard let data = try? encoder.encode(result) else { return #"{"errors":[{"message":"the result could not be encoded"}]}"# }
+        let text = String(decoding: data, as: UTF8.self)
+        // Execution that nulled everything still reports "data": null (spec §7.1.2); only
+        // requests that never ran have no data entry.
+        if case .executed = self, result.data == nil, text.hasPrefix("{") { return #"{"data":null,"# + text.dropFirst() }
+        return text
+    }
+}

@@ -1,0 +1,147 @@
+import CausewayGraphQL
+import CausewayHTTP
+import CausewayUpstream
+import NIOCore
+import NIOHTTP1
+
+/// One request the gateway makes itself (for GraphQL fields bound with `@rest`) through this
+/// loop's pool for the upstream: the same connections, limits and error mapping as proxied
+/// traffic, the whole answer collected (up to 16 MiB).
+final class UpstreamCall {
+    static let maxBody = 16 << 20
+
+    private let cluster: UpstreamCluster
+    private let request: RestRequest
+    private let promise: EventLoopPromise<RestResponse>
+    private var pool: (any UpstreamPool)?
+    private var channel: (any UpstreamRequestChannel)?
+    private var waiterID: Int?
+    private var timer: Scheduled<Void>?
+    private var status = 0
+    private var body: ByteBuffer
+    private var retried = false
+    private var reused = false
+    private var done = false
+
+    init(cluster: UpstreamCluster, request: RestRequest, eventLoop: any EventLoop) {
+        self.cluster = cluster
+        self.request = request
+        self.promise = eventLoop.makePromise()
+        self.body = ByteBuffer()
+    }
+
+    func start(timeout: TimeAmount) -> EventLoopFuture<RestResponse> {
+        timer = promise.futureResult.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+            finish(.failure(RestFailure.timeout("no answer within the upstream timeout")))
+        }
+        lease()
+        return promise.futureResult
+    }
+
+    private func lease() {
+        guard let pool = cluster.pickPool() else {
+            finish(.failure(RestFailure.unavailable("no endpoint")))
+            return
+        }
+        self.pool = pool
+        switch pool.lease(self) {
+        case .leased(let channel): poolLeased(channel)
+        case .pending(let id): waiterID = id
+        case .rejected: finish(.failure(RestFailure.unavailable("too many pending requests")))
+        }
+    }
+
+    private var head: HTTPRequestHead {
+        var headers = HTTPHeaders()
+        headers.add(name: "host", value: pool?.endpoint.label ?? request.upstream)
+        headers.add(name: "accept", value: "application/json")
+        // What a GraphQL client sends that upstreams may need: its credentials and the request id.
+        for name in ["authorization", "x-request-id"] {
+            if let value = request.headers[name] { headers.add(name: name, value: value) }
+        }
+        if let body = request.body {
+            headers.add(name: "content-type", value: "application/json")
+            headers.add(name: "content-length", value: String(body.count))
+        }
+        return HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: request.method), uri: request.path, headers: headers)
+    }
+
+    private func finish(_ result: Result<RestResponse, any Error>) {
+        guard !done else { return }
+        done = true
+        timer?.cancel()
+        if let waiterID, let pool { pool.cancel(waiter: waiterID) }
+        // Given up before the answer was complete: that connection is no good to anyone.
+        channel?.cancel()
+        channel = nil
+        switch result {
+        case .success(let response): promise.succeed(response)
+        case .failure(let error): promise.fail(error)
+        }
+    }
+}
+
+extension UpstreamCall: PoolWaiter {
+    func poolLeased(_ channel: any UpstreamRequestChannel) {
+        waiterID = nil
+        guard !done else {
+            channel.cancel()
+            return
+        }
+        reused = channel.isReused
+        self.channel = channel
+        channel.execute(head, hasBody: request.body != nil, sink: self)
+        if let body = request.body {
+            channel.writeBody(ByteBuffer(bytes: body))
+            channel.writeEnd(nil)
+        }
+    }
+
+    func poolFailed(_ error: UpstreamError) {
+        waiterID = nil
+        upstreamFailed(error, responseStarted: false)
+    }
+}
+
+extension UpstreamCall: UpstreamResponseSink {
+    func upstreamResponseHead(_ head: HTTPResponseHead) {
+        status = Int(head.status.code)
+    }
+
+    func upstreamResponseBody(_ chunk: ByteBuffer) {
+        var chunk = chunk
+        if body.readableBytes + chunk.readableBytes > Self.maxBody {
+            finish(.failure(RestFailure.invalidResponse("the answer is larger than 16 MiB")))
+            return
+        }
+        body.writeBuffer(&chunk)
+    }
+
+    func upstreamReadComplete() {}
+
+    func upstreamResponseEnd(_ trailers: HTTPHeaders?) {
+        channel = nil
+        finish(.success(RestResponse(status: status, body: Array(body.readableBytesView))))
+    }
+
+    func upstreamFailed(_ error: UpstreamError, responseStarted: Bool) {
+        channel = nil
+        // As for proxied requests: a refused stream, or a reused keep-alive connection the
+        // upstream had just closed, gets one more try when nothing was sent that could matter.
+        let retryable = error == .refusedStream || (error == .closedEarly && reused && !responseStarted)
+        if retryable && !retried && request.body == nil && !done {
+            retried = true
+            lease()
+            return
+        }
+        switch error {
+        case .connectTimeout: finish(.failure(RestFailure.timeout("connecting timed out")))
+        case .connectFailed(let reason), .tlsFailed(let reason): finish(.failure(RestFailure.unavailable(reason)))
+        case .closedEarly: finish(.failure(RestFailure.unavailable("the connection closed before the answer was complete")))
+        case .refusedStream: finish(.failure(RestFailure.unavailable("the stream was refused")))
+        case .invalidResponse(let reason): finish(.failure(RestFailure.invalidResponse(reason)))
+        }
+    }
+
+    func upstreamWritabilityChanged(_ writable: Bool) {}
+}

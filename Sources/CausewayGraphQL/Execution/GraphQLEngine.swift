@@ -1,0 +1,283 @@
+import GraphQL
+import OrderedCollections
+
+/// Executes operations against a loaded schema: GraphQLSwift's executor shapes the result
+/// (field order, aliases, fragments, variables, null propagation, errors with paths), and the
+/// resolvers installed here fetch from REST upstreams.
+///
+/// Batching happens one level ahead: when a resolver returns objects, it looks at the
+/// sub-selection, and every child field with a `batch` mapping is fetched for all those
+/// objects with one call, its items matched back by key. So `users { orders }` is two calls,
+/// however many users there are. Identical calls within an operation are made once.
+public final class GraphQLEngine: Sendable {
+    public let loaded: LoadedSchema
+
+    public init(_ loaded: LoadedSchema) {
+        self.loaded = loaded
+        Self.installResolvers(loaded)
+    }
+
+    /// Runs a parsed, validated document.
+    public func execute(document: Document, variables: [String: Map], operationName: String?,
+                        context: OperationContext) async -> GraphQLResult {
+        do {
+            return try await GraphQL.execute(schema: loaded.schema, documentAST: document, rootValue: RootValue(),
+                                             context: context, variableValues: variables, operationName: operationName)
+        } catch let error as GraphQLError {
+            return GraphQLResult(errors: [error])
+        } catch {
+            return GraphQLResult(errors: [GraphQLError(message: "\(error)")])
+        }
+    }
+
+    struct RootValue: Sendable {}
+
+    // MARK: Resolvers
+
+    /// GraphQLSwift lets a schema's field maps be replaced during setup; every field of every
+    /// object type gets a resolver that knows its binding or its JSON key.
+    static func installResolvers(_ loaded: LoadedSchema) {
+        for case let type as GraphQLObjectType in loaded.schema.typeMap.values where !type.name.hasPrefix("__") {
+            let original = type.fields
+            let typeName = type.name
+            type.fields = {
+                let fields = try original()
+                for (name, field) in fields {
+                    let key = "\(typeName).\(name)"
+                    if let binding = loaded.bindings[key] {
+                        field.resolve = { source, args, context, info in
+                            do {
+                                return try await resolveRest(binding, source: source, args: args, context: context, info: info,
+                                                             loaded: loaded)
+                            } catch let error as GraphQLError {
+                                // Errors made before the executor knew where: give them this field's place.
+                                throw GraphQLError(message: error.message, nodes: info.fieldASTs, path: info.path,
+                                                   extensions: error.extensions)
+                            }
+                        }
+                    } else {
+                        let rename = loaded.renames[key]
+                        field.resolve = { source, _, context, info in
+                            guard let object = source as? JSONObject, let value = object.value(name, rename: rename) else { return nil }
+                            let result = executorValue(value)
+                            try await prefetchChildren(of: result, info: info, context: context, loaded: loaded)
+                            return result
+                        }
+                    }
+                }
+                return fields
+            }
+        }
+    }
+
+    static func responseKey(_ info: GraphQLResolveInfo) -> String {
+        info.fieldASTs.first?.alias?.value ?? info.fieldName
+    }
+
+    static func resolveRest(_ binding: RestBinding, source: any Sendable, args: Map, context: any Sendable,
+                            info: GraphQLResolveInfo, loaded: LoadedSchema) async throws -> (any Sendable)? {
+        let parent = source as? JSONObject
+        if let prefetched = parent?.prefetchedResult(responseKey(info)) { return try prefetched.get() }
+        guard let context = context as? OperationContext else { return nil }
+        let path = binding.path.render { variable in
+            switch variable {
+            case .argument(let name): args[name].templateText.map { [$0] } ?? []
+            case .parent(let name): parent?.fields[name]?.templateText.map { [$0] } ?? []
+            case .header(let name): context.headers[name].map { [$0] } ?? []
+            case .batch: []
+            }
+        }
+        var body: [UInt8]?
+        if let name = binding.bodyArgument {
+            body = Array(try JSONEncoderForMap.encode(args[name]))
+        }
+        let request = RestRequest(upstream: binding.upstream, method: binding.method, path: path, body: body,
+                                  headers: context.headers)
+        let result = executorValue(try select(binding.selector, in: try await context.fetch(request)))
+        try await prefetchChildren(of: result, info: info, context: context, loaded: loaded)
+        return result
+    }
+
+    static func select(_ selector: [String], in map: Map) throws -> Map {
+        var current = map
+        for key in selector {
+            guard case .dictionary(let fields) = current, let next = fields[key] else {
+                throw GraphQLError(message: "the upstream answer has no \"\(selector.joined(separator: "."))\"",
+                                   extensions: ["code": "UPSTREAM_UNAVAILABLE"])
+            }
+            current = next
+        }
+        return current
+    }
+
+    // MARK: Batching, one level ahead
+
+    /// For objects just resolved, fetches every selected child field that has a `batch`
+    /// mapping with one call for all of them, and attaches each object's share.
+    static func prefetchChildren(of result: (any Sendable)?, info: GraphQLResolveInfo, context: any Sendable,
+                                 loaded: LoadedSchema) async throws {
+        guard let context = context as? OperationContext else { return }
+        let parents = objects(in: result)
+        guard !parents.isEmpty, let itemType = namedObjectType(info.returnType) else { return }
+        var selections: [Field] = []
+        for fieldAST in info.fieldASTs {
+            if let set = fieldAST.selectionSet {
+                collectFields(set, typeName: itemType.name, info: info, into: &selections, visited: [])
+            }
+        }
+        for child in selections {
+            guard let binding = loaded.bindings["\(itemType.name).\(child.name.value)"], let batch = binding.batch else { continue }
+            let key = child.alias?.value ?? child.name.value
+            let arguments = argumentValues(child, defaults: binding.argumentDefaults, variables: info.variableValues)
+            var values: [String] = []
+            var seen: Set<String> = []
+            for parent in parents {
+                if let value = parent.fields[batch.parentField]?.templateText, seen.insert(value).inserted { values.append(value) }
+            }
+            let path = batch.path.render { variable in
+                switch variable {
+                case .argument(let name): arguments[name].map { [$0] } ?? []
+                case .batch: values
+                case .header(let name): context.headers[name].map { [$0] } ?? []
+                case .parent: []
+                }
+            }
+            let request = RestRequest(upstream: binding.upstream, method: "GET", path: path, body: nil, headers: context.headers)
+            let isList = binding.isList
+            do {
+                guard !values.isEmpty else {
+                    for parent in parents { parent.attach(key, .success(isList ? [(any Sendable)?]() : nil)) }
+                    continue
+                }
+                let answer = try select(binding.selector, in: try await context.fetch(request))
+                guard case .array(let items) = answer else {
+                    throw GraphQLError(message: "upstream \"\(binding.upstream)\": a batched answer must be a JSON array",
+                                       extensions: ["code": "UPSTREAM_UNAVAILABLE"])
+                }
+                var byKey: [String: [Map]] = [:]
+                for item in items {
+                    if case .dictionary(let fields) = item, let value = fields[batch.key]?.templateText {
+                        byKey[value, default: []].append(item)
+                    }
+                }
+                for parent in parents {
+                    let matches = parent.fields[batch.parentField]?.templateText.flatMap { byKey[$0] } ?? []
+                    let value: (any Sendable)? = isList ? matches.map { executorValue($0) } : matches.first.flatMap { executorValue($0) }
+                    parent.attach(key, .success(value))
+                }
+            } catch let error as GraphQLError {
+                for parent in parents { parent.attach(key, .failure(error)) }
+            }
+        }
+    }
+
+    /// The JSON objects in a resolved value (itself, or the items of a list, nested lists too).
+    static func objects(in value: (any Sendable)?) -> [JSONObject] {
+        if let object = value as? JSONObject { return [object] }
+        if let list = value as? [(any Sendable)?] { return list.flatMap { objects(in: $0) } }
+        return []
+    }
+
+    static func namedObjectType(_ type: GraphQLType) -> GraphQLObjectType? {
+        switch type {
+        case let type as GraphQLNonNull: namedObjectType(type.ofType)
+        case let type as GraphQLList: namedObjectType(type.ofType)
+        case let type as GraphQLObjectType: type
+        default: nil
+        }
+    }
+
+    /// The fields a selection set selects on `typeName`, through fragments, honouring
+    /// `@skip`/`@include` with literal or variable conditions.
+    static func collectFields(_ set: SelectionSet, typeName: String, info: GraphQLResolveInfo, into fields: inout [Field],
+                              visited: Set<String>) {
+        for selection in set.selections {
+            switch selection {
+            case let field as Field:
+                if included(field.directives, variables: info.variableValues) { fields.append(field) }
+            case let fragment as InlineFragment:
+                guard included(fragment.directives, variables: info.variableValues),
+                    fragment.typeCondition.map({ $0.name.value == typeName }) ?? true
+                else { continue }
+                collectFields(fragment.selectionSet, typeName: typeName, info: info, into: &fields, visited: visited)
+            case let spread as FragmentSpread:
+                let name = spread.name.value
+                guard !visited.contains(name), included(spread.directives, variables: info.variableValues),
+                    let fragment = info.fragments[name], fragment.typeCondition.name.value == typeName
+                else { continue }
+                collectFields(fragment.selectionSet, typeName: typeName, info: info, into: &fields, visited: visited.union([name]))
+            default:
+                continue
+            }
+        }
+    }
+
+    static func included(_ directives: [Directive], variables: [String: any Sendable]) -> Bool {
+        for directive in directives where directive.name.value == "skip" || directive.name.value == "include" {
+            guard let argument = directive.arguments.first(where: { $0.name.value == "if" }) else { continue }
+            var condition = false
+            if let value = argument.value as? BooleanValue {
+                condition = value.value
+            } else if let variable = argument.value as? Variable, let value = variables[variable.name.value] {
+                condition = (value as? Bool) ?? ((value as? Map) == .bool(true))
+            }
+            if directive.name.value == "skip" && condition { return false }
+            if directive.name.value == "include" && !condition { return false }
+        }
+        return true
+    }
+
+    /// A child field's arguments as template text: literals, variables, then defaults.
+    static func argumentValues(_ field: Field, defaults: [String: String],
+                               variables: [String: any Sendable]) -> [String: String] {
+        var values = defaults
+        for argument in field.arguments {
+            let name = argument.name.value
+            switch argument.value {
+            case let value as StringValue: values[name] = value.value
+            case let value as IntValue: values[name] = value.value
+            case let value as FloatValue: values[name] = value.value
+            case let value as BooleanValue: values[name] = value.value ? "true" : "false"
+            case let value as EnumValue: values[name] = value.value
+            case let variable as Variable:
+                if let map = variables[variable.name.value] as? Map, let text = map.templateText { values[name] = text }
+            default: break
+            }
+        }
+        return values
+    }
+}
+
+/// JSON text for a request body built from an argument value.
+enum JSONEncoderForMap {
+    static func encode(_ map: Map) throws -> [UInt8] {
+        Array(try map.jsonText().utf8)
+    }
+}
+
+extension Map {
+    func jsonText() throws -> String {
+        switch self {
+        case .null, .undefined: return "null"
+        case .bool(let value): return value ? "true" : "false"
+        case .number: return templateText ?? "null"
+        case .string(let text):
+            var out = "\""
+            for scalar in text.unicodeScalars {
+                switch scalar {
+                case "\"": out += "\\\""
+                case "\\": out += "\\\\"
+                case "\n": out += "\\n"
+                case "\r": out += "\\r"
+                case "\t": out += "\\t"
+                case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+                default: out.unicodeScalars.append(scalar)
+                }
+            }
+            return out + "\""
+        case .array(let items): return "[" + (try items.map { try $0.jsonText() }).joined(separator: ",") + "]"
+        case .dictionary(let fields):
+            return "{" + (try fields.map { try Map.string($0.key).jsonText() + ":" + $0.value.jsonText() }).joined(separator: ",") + "}"
+        }
+    }
+}

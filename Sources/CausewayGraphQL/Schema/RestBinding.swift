@@ -1,0 +1,118 @@
+/// A field's `@rest` directive, compiled: which upstream to call, how, and how to match a
+/// batched answer back to its parents.
+public struct RestBinding: Sendable {
+    public struct Batch: Sendable {
+        /// Template with `{$batch.FIELD}`: the distinct values of FIELD over the parents, comma-joined.
+        public var path: PathTemplate
+        /// Item field matched against the parent's value.
+        public var key: String
+        /// The parent field whose values are batched (the `$batch.FIELD` in `path`).
+        public var parentField: String
+    }
+
+    public var upstream: String
+    public var method: String
+    public var path: PathTemplate
+    /// `$args.NAME`: that argument, as JSON, is the request body.
+    public var bodyArgument: String?
+    public var batch: Batch?
+    /// Dotted path to the payload in a wrapped answer (`data`, `result.items`).
+    public var selector: [String]
+    /// The field returns a list (a batched answer gives each parent all its matches).
+    public var isList: Bool
+    /// Argument defaults from the schema, as template text.
+    public var argumentDefaults: [String: String]
+}
+
+/// A URL template such as `/users/{$args.id}?limit={$args.limit}`: literal text and variables,
+/// each substituted URL-encoded.
+public struct PathTemplate: Sendable, Equatable {
+    public enum Part: Sendable, Equatable {
+        case literal(String)
+        case variable(Variable)
+    }
+
+    public enum Variable: Sendable, Equatable, Hashable {
+        case argument(String)
+        case parent(String)
+        case batch(String)
+        case header(String)
+    }
+
+    public var parts: [Part]
+
+    public var variables: [Variable] {
+        parts.compactMap { if case .variable(let variable) = $0 { variable } else { nil } }
+    }
+
+    /// Parses `{$args.x}`, `{$parent.x}`, `{$batch.x}`, `{$headers.x}`; nil with a reason otherwise.
+    public static func parse(_ text: String) -> Result<PathTemplate, TemplateError> {
+        var parts: [Part] = []
+        var rest = Substring(text)
+        while let open = rest.firstIndex(of: "{") {
+            if open > rest.startIndex { parts.append(.literal(String(rest[..<open]))) }
+            guard let close = rest[open...].firstIndex(of: "}") else { return .failure(.unclosed) }
+            let name = rest[rest.index(after: open)..<close]
+            let pieces = name.split(separator: ".", maxSplits: 1)
+            guard pieces.count == 2, !pieces[1].isEmpty else { return .failure(.unknownVariable(String(name))) }
+            let field = String(pieces[1])
+            switch pieces[0] {
+            case "$args": parts.append(.variable(.argument(field)))
+            case "$parent": parts.append(.variable(.parent(field)))
+            case "$batch": parts.append(.variable(.batch(field)))
+            case "$headers": parts.append(.variable(.header(field.lowercased())))
+            default: return .failure(.unknownVariable(String(name)))
+            }
+            rest = rest[rest.index(after: close)...]
+        }
+        if !rest.isEmpty { parts.append(.literal(String(rest))) }
+        guard case .literal(let first)? = parts.first, first.hasPrefix("/") else { return .failure(.notAbsolute) }
+        return .success(PathTemplate(parts: parts))
+    }
+
+    public enum TemplateError: Error, Equatable, CustomStringConvertible {
+        case unclosed, notAbsolute
+        case unknownVariable(String)
+
+        public var description: String {
+            switch self {
+            case .unclosed: "a \"{\" without its \"}\""
+            case .notAbsolute: "must start with \"/\""
+            case .unknownVariable(let name):
+                "unknown template variable \"{\(name)}\" (use $args.NAME, $parent.FIELD, $batch.FIELD or $headers.NAME)"
+            }
+        }
+    }
+
+    /// The path with every variable replaced by its values, each URL-encoded and joined with
+    /// literal commas (one value for `$args`/`$parent`/`$headers`, the distinct parent values for
+    /// `$batch`); no value leaves the place empty.
+    public func render(_ values: (Variable) -> [String]) -> String {
+        var out = ""
+        for part in parts {
+            switch part {
+            case .literal(let text): out += text
+            case .variable(let variable): out += values(variable).map(Self.encode).joined(separator: ",")
+            }
+        }
+        return out
+    }
+
+    /// Percent-encodes everything outside RFC 3986's unreserved set (commas in batch lists are
+    /// added after encoding each value, so they stay literal).
+    public static func encode(_ text: String) -> String {
+        var out = ""
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"),
+                 UInt8(ascii: "~"):
+                out.unicodeScalars.append(Unicode.Scalar(byte))
+            default:
+                let hex = Array("0123456789ABCDEF".utf8)
+                out += "%" + String(decoding: [hex[Int(byte >> 4)], hex[Int(byte & 15)]], as: UTF8.self)
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,173 @@
+import CausewayDemo
+import Foundation
+import NIOPosix
+import Testing
+
+/// GraphQL end to end: schemas/demo.graphql over the demo users and orders services (which
+/// count the calls they receive), plus a schema bound to the test upstream for failures.
+@Suite(.serialized) struct GraphQLTests {
+    static let demoSchema = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("schemas/demo.graphql").path
+
+    /// Fields bound to the test upstream and to a port nobody listens on.
+    static let failureSchema = """
+        type Query {
+          broken: Item @rest(upstream: "origin", path: "/status/500")
+          slow: Item @rest(upstream: "origin", path: "/slow?ms=1500")
+          refused: Item @rest(upstream: "dead", path: "/x")
+          fine: Item @rest(upstream: "origin", path: "/echo")
+          required: Item! @rest(upstream: "origin", path: "/status/503")
+        }
+        type Item { method: String, path: String }
+        """
+
+    func withGateway(introspection: Bool = true, _ body: (GatewayHarness, DemoServices) async throws -> Void) async throws {
+        let services = try await DemoServices.start(on: MultiThreadedEventLoopGroup.singleton.next(), usersPort: 0, ordersPort: 0)
+        let failureFile = FileManager.default.temporaryDirectory.appendingPathComponent("failures-\(UUID().uuidString).graphql").path
+        try Self.failureSchema.write(toFile: failureFile, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: failureFile) }
+        let dead = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let deadPort = dead.localAddress!.port!
+        try await dead.close()
+        let gateway = try await GatewayHarness.start(
+            routes: """
+                  - {name: graphql, match: {path: /graphql}, graphql: {schema: "\(Self.demoSchema)", debug: true,
+                     introspection: \(introspection), batching: {max_operations: 3}}}
+                  - {name: failures, match: {path: /failures}, graphql: {schema: "\(failureFile)", upstream_timeout: 300ms}}
+                """,
+            extraUpstreams: """
+                  users: {endpoints: [{address: "127.0.0.1:\(services.usersChannel.localAddress!.port!)"}]}
+                  orders: {endpoints: [{address: "127.0.0.1:\(services.ordersChannel.localAddress!.port!)"}]}
+                  dead: {endpoints: [{address: "127.0.0.1:\(deadPort)"}]}
+                """)
+        do {
+            try await gateway.run { try await body($0, services) }
+        } catch {
+            await services.stop()
+            throw error
+        }
+        await services.stop()
+    }
+
+    func post(_ gateway: GatewayHarness, _ json: String, path: String = "/graphql", over transport: Transport = .http1,
+              accept: String? = nil) throws -> CurlResult {
+        try Curl.run(["-X", "POST", "-H", "content-type: application/json", "--data-binary", json]
+                     + (accept.map { ["-H", "accept: \($0)"] } ?? []) + ["\(gateway.url(transport))\(path)"], over: transport)
+    }
+
+    static func query(_ text: String, variables: String = "null") -> String {
+        #"{"query": "\#(text.replacingOccurrences(of: "\"", with: "\\\""))", "variables": \#(variables)}"#
+    }
+
+    @Test(arguments: Transport.allCases)
+    func usersWithTheirOrdersCostTwoCallsNotNPlusOne(over transport: Transport) async throws {
+        try await withGateway { gateway, services in
+            let before = services.counts.total
+            let result = try post(gateway, Self.query("{ users(limit: 5) { id name orders { id total } } }"), over: transport)
+            #expect(result.status == 200)
+            #expect(services.counts.total - before == 2, "one users call, one batched orders call")
+            #expect(result.header("x-causeway-upstream-calls") == "2")
+            #expect(result.body.hasPrefix(#"{"data":{"users":[{"id":"1","name":"Ada Lovelace","orders":[{"id":"101","total":42.5},{"id":"102","total":12}]},{"id":"2","#))
+            #expect(result.body.contains(#"{"id":"4","name":"Edsger Dijkstra","orders":[]}"#), "a user without orders gets []")
+        }
+    }
+
+    @Test func resultsFollowTheSpecification() async throws {
+        try await withGateway { gateway, services in
+            let text = """
+                query Q($id: ID!, $withEmail: Boolean = false) {
+                  first: user(id: $id) { ...Names email @include(if: $withEmail) }
+                  second: user(id: "2") { __typename name }
+                  again: user(id: $id) { id }
+                }
+                fragment Names on User { name id }
+                """
+            let before = services.counts.total
+            let result = try post(gateway, Self.query(text.replacingOccurrences(of: "\n", with: " "), variables: #"{"id": "1"}"#))
+            #expect(result.body == #"{"data":{"first":{"name":"Ada Lovelace","id":"1"},"second":{"__typename":"User","name":"Alan Turing"},"again":{"id":"1"}}}"# + "\n")
+            #expect(services.counts.total - before == 2, "user(id: 1) asked twice is called once")
+        }
+    }
+
+    @Test func mutationsAndGetRules() async throws {
+        try await withGateway { gateway, _ in
+            let created = try post(gateway, Self.query(#"mutation { createOrder(input: {userId: "3", item: "Nanosecond wire", total: 1.5}) { item user { name } } }"#))
+            #expect(created.body == #"{"data":{"createOrder":{"item":"Nanosecond wire","user":{"name":"Grace Hopper"}}}}"# + "\n")
+            let get = try Curl.run(["-G", "--data-urlencode", #"query={ order(id: "103") { item } }"#, "\(gateway.url)/graphql"])
+            #expect(get.status == 200)
+            #expect(get.body == #"{"data":{"order":{"item":"Enigma rotor"}}}"# + "\n")
+            let mutationOverGet = try Curl.run(["-G", "--data-urlencode", #"query=mutation { createOrder(input: {userId: "1", item: "x", total: 1}) { id } }"#,
+                                                "\(gateway.url)/graphql"])
+            #expect(mutationOverGet.status == 405)
+            #expect(mutationOverGet.header("allow") == "POST")
+            let put = try Curl.run(["-X", "PUT", "\(gateway.url)/graphql"])
+            #expect(put.status == 405)
+        }
+    }
+
+    @Test func invalidOperationsAreAnsweredPerGraphQLOverHTTP() async throws {
+        try await withGateway { gateway, services in
+            let before = services.counts.total
+            let body = Self.query("{ users { nme } }")
+            let modern = try post(gateway, body, accept: "application/graphql-response+json")
+            #expect(modern.status == 400)
+            #expect(modern.header("content-type")?.hasPrefix("application/graphql-response+json") == true)
+            #expect(modern.body.contains(#""message":"Cannot query field \"nme\" on type \"User\". Did you mean \"name\"?","locations":[{"line":1,"column":11}]"#))
+            let legacy = try post(gateway, body)
+            #expect(legacy.status == 200, "application/json answers well-formed requests with 200")
+            #expect(legacy.header("content-type")?.hasPrefix("application/json") == true)
+            let syntax = try post(gateway, Self.query("{ users { "), accept: "application/graphql-response+json")
+            #expect(syntax.status == 400)
+            #expect(syntax.body.contains("Syntax Error"))
+            #expect(try post(gateway, "not json").status == 400)
+            #expect(try Curl.run(["-X", "POST", "-H", "content-type: text/plain", "-d", "{}", "\(gateway.url)/graphql"]).status == 415)
+            #expect(services.counts.total == before, "nothing invalid reached an upstream")
+        }
+    }
+
+    @Test func batchedOperationsAreBounded() async throws {
+        try await withGateway { gateway, _ in
+            let one = Self.query(#"{ user(id: "5") { name } }"#)
+            let two = Self.query(#"{ order(id: "105") { item } }"#)
+            let batch = try post(gateway, "[\(one), \(two)]")
+            #expect(batch.body == #"[{"data":{"user":{"name":"Barbara Liskov"}}},{"data":{"order":{"item":"CLU compiler"}}}]"# + "\n")
+            let tooMany = try post(gateway, "[\(one), \(one), \(one), \(one)]")
+            #expect(tooMany.status == 400)
+            #expect(tooMany.body.contains("1 to 3 operations"))
+        }
+    }
+
+    @Test func upstreamFailuresBecomeErrorsWithCodesAndPartialData() async throws {
+        try await withGateway { gateway, _ in
+            let result = try post(gateway, Self.query("{ fine { method } broken { path } slow { path } refused { path } }"), path: "/failures")
+            #expect(result.status == 200)
+            let object = try JSONSerialization.jsonObject(with: Data(result.body.utf8)) as? [String: Any]
+            let data = object?["data"] as? [String: Any]
+            #expect((data?["fine"] as? [String: Any])?["method"] as? String == "GET", "partial data kept")
+            #expect(data?["broken"] is NSNull && data?["slow"] is NSNull && data?["refused"] is NSNull)
+            let errors = (object?["errors"] as? [[String: Any]]) ?? []
+            func error(_ field: String) -> [String: Any]? {
+                errors.first { ($0["path"] as? [String]) == [field] }?["extensions"] as? [String: Any]
+            }
+            #expect(error("broken")?["code"] as? String == "UPSTREAM_ERROR")
+            #expect(error("broken")?["status"] as? Int == 500)
+            #expect(error("slow")?["code"] as? String == "UPSTREAM_TIMEOUT")
+            #expect(error("refused")?["code"] as? String == "UPSTREAM_UNAVAILABLE")
+            // A failed non-null field nulls its nearest nullable parent: here, data itself.
+            let required = try post(gateway, Self.query("{ fine { method } required { path } }"), path: "/failures")
+            #expect(required.body.hasPrefix(#"{"data":null,"errors":[{"message":"upstream \"origin\" answered 503""#), "\(required.body)")
+        }
+    }
+
+    @Test func introspectionCanBeTurnedOff() async throws {
+        try await withGateway { gateway, _ in
+            let on = try post(gateway, Self.query("{ __schema { queryType { name } } }"))
+            #expect(on.body == #"{"data":{"__schema":{"queryType":{"name":"Query"}}}}"# + "\n")
+        }
+        try await withGateway(introspection: false) { gateway, _ in
+            let off = try post(gateway, Self.query("{ __schema { queryType { name } } }"), accept: "application/graphql-response+json")
+            #expect(off.status == 400)
+            #expect(off.body.contains("introspection"), "\(off.body)")
+        }
+    }
+}
