@@ -56,6 +56,7 @@ struct Demo: AsyncParsableCommand {
               curl -i -X POST http://localhost:\(port)/api/v1/users -H 'content-type: application/json' -d '{"name":"Linus","email":"linus@example.com"}'
               curl -i --http2-prior-knowledge http://localhost:\(port)/api/v1/users   # HTTP/2 cleartext (h2c)
               curl -si --compressed http://localhost:\(port)/api/v1/users | grep -i content-encoding   # br, streamed
+              curl -s http://localhost:\(port)/graphql -H 'content-type: application/json' -d '{"query":"{ users(limit: 3) { name orders { item total } } }"}'   # GraphQL, 2 REST calls
               curl -i --cacert config/certs/localhost.crt https://localhost:\(tlsPort)/api/v1/users   # h2 over TLS
               curl -i http://localhost:\(port)/api/v1/nothing-here        # 404 with a JSON error and request id
               curl -i -X DELETE http://localhost:\(port)/api/v1/users/1   # 405 with Allow

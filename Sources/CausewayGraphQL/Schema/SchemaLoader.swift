@@ -49,6 +49,9 @@ public enum SchemaLoader {
         let source = Source(body: text + declarations, name: file)
         let document: Document
         do {
+            // The file alone first: a syntax error must be reported where it is, not where the
+            // parser ran into the declarations appended after it.
+            _ = try parse(source: Source(body: text, name: file))
             document = try parse(source: source)
         } catch let error as GraphQLError {
             throw SchemaErrors(errors: [schemaError(error, file: file)])

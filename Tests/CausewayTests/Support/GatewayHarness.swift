@@ -20,11 +20,11 @@ struct GatewayHarness {
 
     /// `routes` is YAML for the routes list; `{{UPSTREAM}}` names the test upstream's address.
     static func start(routes: String = Self.defaultRoutes, listenerLimits: String = "{}", http2: String = "{}", pool: String = "{}",
-                      extraUpstreams: String = "", drain: String = "5s") async throws -> GatewayHarness {
+                      extraUpstreams: String = "", drain: String = "5s", workers: Int = 2) async throws -> GatewayHarness {
         let upstream = try await TestUpstream.start()
         let certificates = TestCertificates.shared
         let yaml = """
-            server: {workers: 2, drain_timeout: \(drain), admin: {address: "127.0.0.1:0"}}
+            server: {workers: \(workers), drain_timeout: \(drain), admin: {address: "127.0.0.1:0"}}
             listeners:
               - {name: test, address: "127.0.0.1:0", protocols: [http1, h2c], limits: \(listenerLimits), http2: \(http2)}
               - name: tls
