@@ -136,7 +136,7 @@ extension GatewayConfigReader {
     private func readGraphQL(_ node: Node, _ path: String) -> GraphQLRouteConfig? {
         let allowed = ["schema", "introspection", "limits", "persisted_queries", "batching", "upstream_timeout", "debug"]
         guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
-        for key in ["limits", "persisted_queries"] where fields.has(key) {
+        for key in ["persisted_queries"] where fields.has(key) {
             reader.fail(fields.keyNode(key), reader.join(path, key), "not supported yet by this build")
         }
         guard let schema = required(fields, "schema", node, { reader.string($0, $1) }), let (schemaNode, schemaPath) = fields["schema"]
@@ -146,6 +146,15 @@ extension GatewayConfigReader {
         if let (n, p) = fields["debug"], let value = reader.bool(n, p) { config.debug = value }
         if let (n, p) = fields["upstream_timeout"], let value = reader.duration(n, p) {
             if value == .zero { reader.fail(n, p, "must be greater than 0") } else { config.upstreamTimeout = value }
+        }
+        if let (n, p) = fields["limits"],
+            let limits = reader.mapping(n, p, allowed: ["max_depth", "max_aliases", "max_root_fields", "max_complexity", "max_tokens"])
+        {
+            if let (n, p) = limits["max_depth"], let v = reader.int(n, p, range: 1...1000) { config.limits.maxDepth = v }
+            if let (n, p) = limits["max_aliases"], let v = reader.int(n, p, range: 0...100_000) { config.limits.maxAliases = v }
+            if let (n, p) = limits["max_root_fields"], let v = reader.int(n, p, range: 1...100_000) { config.limits.maxRootFields = v }
+            if let (n, p) = limits["max_complexity"], let v = reader.int(n, p, range: 1...1_000_000_000) { config.limits.maxComplexity = v }
+            if let (n, p) = limits["max_tokens"], let v = reader.int(n, p, range: 1...10_000_000) { config.limits.maxTokens = v }
         }
         if let (n, p) = fields["batching"], let batching = reader.mapping(n, p, allowed: ["enabled", "max_operations"]) {
             if let (n, p) = batching["enabled"], let value = reader.bool(n, p) { config.batchingEnabled = value }

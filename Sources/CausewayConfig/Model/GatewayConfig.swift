@@ -213,6 +213,16 @@ public struct GraphQLRouteConfig: Sendable {
     public var upstreamTimeout: Duration = .seconds(10)
     /// Adds `x-causeway-upstream-calls` to responses.
     public var debug = false
+    public var limits = Limits()
+
+    /// Checked before an operation runs.
+    public struct Limits: Sendable {
+        public var maxDepth = 12
+        public var maxAliases = 30
+        public var maxRootFields = 20
+        public var maxComplexity = 5000
+        public var maxTokens = 10000
+    }
 
     public init(schema: String, schemaLocation: ConfigLocation) {
         self.schema = schema

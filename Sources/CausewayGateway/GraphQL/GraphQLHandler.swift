@@ -14,11 +14,16 @@ struct GraphQLRoute: Sendable {
     let engine: GraphQLEngine
     let config: GraphQLRouteConfig
     let rules: [@Sendable (ValidationContext) -> Visitor]
+    let limits: OperationLimits
 
     init(engine: GraphQLEngine, config: GraphQLRouteConfig) {
         self.engine = engine
         self.config = config
         rules = config.introspection ? specifiedRules : specifiedRules + [NoSchemaIntrospectionCustomRule]
+        let configured = config.limits
+        limits = OperationLimits(maxDepth: configured.maxDepth, maxAliases: configured.maxAliases,
+                                 maxRootFields: configured.maxRootFields, maxComplexity: configured.maxComplexity,
+                                 maxTokens: configured.maxTokens)
     }
 
     /// Loads the schema file; its problems are config errors at their line in that file.
@@ -144,6 +149,10 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
         }
         let errors = validate(schema: route.engine.loaded.schema, ast: document, rules: route.rules)
         if !errors.isEmpty { return .requestError(errors) }
+        if let error = route.engine.check(route.limits, document: document, operationName: operation.operationName,
+                                          variables: operation.variables) {
+            return .requestError(error)
+        }
         return .executed(await route.engine.execute(document: document, variables: operation.variables,
                                                     operationName: operation.operationName, context: context))
     }
@@ -197,7 +206,9 @@ enum GraphQLOutcome: Sendable {
         let encoder = GraphQLJSONEncoder()
         encoder.outputFormatting = [.withoutEscapingSlashes]
         guard let data = try? encoder.encode(result) else { return #"{"errors":[{"message":"the result could not be encoded"}]}"# }
-        let text = String(decoding: data, as: UTF8.self)
+        var text = String(decoding: data, as: UTF8.self)
+        // Errors that belong to no field carry no path (as graphql-js words them).
+        if case .requestError = self { text = text.replacingOccurrences(of: #","path":[]"#, with: "") }
         // Execution that nulled everything still reports "data": null (spec §7.1.2); only
         // requests that never ran have no data entry.
         if case .executed = self, result.data == nil, text.hasPrefix("{") { return #"{"data":null,"# + text.dropFirst() }

@@ -11,10 +11,32 @@ import OrderedCollections
 /// however many users there are. Identical calls within an operation are made once.
 public final class GraphQLEngine: Sendable {
     public let loaded: LoadedSchema
+    let shape: LoadedShape
 
     public init(_ loaded: LoadedSchema) {
         self.loaded = loaded
         Self.installResolvers(loaded)
+        self.shape = Self.shape(of: loaded.schema)
+    }
+
+    /// The first of `limits` the operation exceeds, checked before it runs.
+    public func check(_ limits: OperationLimits, document: Document, operationName: String?,
+                      variables: [String: Map]) -> GraphQLError? {
+        limits.check(document, operationName: operationName, schema: shape, variables: variables)
+    }
+
+    static func shape(of schema: GraphQLSchema) -> LoadedShape {
+        var fields: [String: LoadedShape.FieldShape] = [:]
+        for case let type as GraphQLObjectType in schema.typeMap.values where !type.name.hasPrefix("__") {
+            guard let map = try? type.fields() else { continue }
+            for (name, field) in map {
+                let defaultSize = field.args.first { $0.key == "first" || $0.key == "limit" }?.value.defaultValue
+                    .flatMap { if case .number(let number) = $0 { number.intValue } else { nil } }
+                fields["\(type.name).\(name)"] = .init(typeName: SchemaLoader.namedType(field.type).debugName,
+                                                         isList: SchemaLoader.isListOutput(field.type), defaultListSize: defaultSize)
+            }
+        }
+        return LoadedShape(fields: fields, queryType: schema.queryType?.name, mutationType: schema.mutationType?.name)
     }
 
     /// Runs a parsed, validated document.

@@ -116,6 +116,11 @@ public enum SchemaLoader {
         return LoadedSchema(schema: schema, bindings: bindings, renames: renames, file: file)
     }
 
+    static func isListOutput(_ type: GraphQLType) -> Bool {
+        if let type = type as? GraphQLNonNull { return isListOutput(type.ofType) }
+        return type is GraphQLList
+    }
+
     static func namedType(_ type: GraphQLType) -> GraphQLType {
         if let type = type as? GraphQLNonNull { return namedType(type.ofType) }
         if let type = type as? GraphQLList { return namedType(type.ofType) }
@@ -261,5 +266,17 @@ private struct BindingContext {
     static func isList(_ type: any GraphQL.`Type`) -> Bool {
         if let type = type as? NonNullType { return isList(type.type) }
         return type is ListType
+    }
+}
+
+extension GraphQLType {
+    /// The name of a named type (for wrappers, of what they wrap).
+    var debugName: String {
+        switch self {
+        case let type as GraphQLNamedType: type.name
+        case let type as GraphQLNonNull: type.ofType.debugName
+        case let type as GraphQLList: type.ofType.debugName
+        default: ""
+        }
     }
 }

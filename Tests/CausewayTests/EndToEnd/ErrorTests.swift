@@ -199,7 +199,8 @@ import Testing
     @Test func gracefulDrainFinishesInFlightRequests() async throws {
         let gateway = try await GatewayHarness.start()
         let client = try RawClient(port: gateway.port)
-        client.send("GET /api/slow?ms=1500 HTTP/1.1\r\nHost: a\r\n\r\n")
+        // Long enough that draining starts while it runs, even on a busy CI machine.
+        client.send("GET /big/slow?ms=4000 HTTP/1.1\r\nHost: a\r\n\r\n")
         for _ in 0..<100 where gateway.upstream.requests == 0 { try await Task.sleep(for: .milliseconds(20)) }
         let adminPort = gateway.server.adminAddress!.port!
         let shutdown = Task { await gateway.server.shutdown() }
@@ -214,7 +215,7 @@ import Testing
         let (text, closed) = client.readAll()
         #expect(text.hasPrefix("HTTP/1.1 200 OK"))
         #expect(text.lowercased().contains("connection: close"))
-        #expect(text.contains("slept 1500ms"))
+        #expect(text.contains("slept 4000ms"))
         #expect(closed)
         #expect(await shutdown.value == true, "drained before drain_timeout")
         await gateway.upstream.stop()

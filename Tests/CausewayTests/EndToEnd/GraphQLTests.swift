@@ -34,6 +34,8 @@ import Testing
                   - {name: graphql, match: {path: /graphql}, graphql: {schema: "\(Self.demoSchema)", debug: true,
                      introspection: \(introspection), batching: {max_operations: 3}}}
                   - {name: failures, match: {path: /failures}, graphql: {schema: "\(failureFile)", upstream_timeout: 300ms}}
+                  - {name: limited, match: {path: /limited}, graphql: {schema: "\(Self.demoSchema)",
+                     limits: {max_depth: 3, max_aliases: 1, max_root_fields: 2, max_complexity: 50, max_tokens: 40}}}
                 """,
             extraUpstreams: """
                   users: {endpoints: [{address: "127.0.0.1:\(services.usersChannel.localAddress!.port!)"}]}
@@ -156,6 +158,28 @@ import Testing
             // A failed non-null field nulls its nearest nullable parent: here, data itself.
             let required = try post(gateway, Self.query("{ fine { method } required { path } }"), path: "/failures")
             #expect(required.body.hasPrefix(#"{"data":null,"errors":[{"message":"upstream \"origin\" answered 503""#), "\(required.body)")
+        }
+    }
+
+    @Test func limitsAreCheckedBeforeAnythingRuns() async throws {
+        try await withGateway { gateway, services in
+            let before = services.counts.total
+            let cases: [(String, String)] = [
+                ("{ users { orders { user { name } } } }", "MAX_DEPTH_EXCEEDED"),
+                (#"{ a: user(id: "1") { name } b: user(id: "2") { name } }"#, "MAX_ALIASES_EXCEEDED"),
+                (#"{ user(id: "1") { id } order(id: "101") { id } users { id } }"#, "MAX_ROOT_FIELDS_EXCEEDED"),
+                ("{ users(limit: 100) { id } }", "MAX_COMPLEXITY_EXCEEDED"),
+                (#"{ user(id: "1") { "# + String(repeating: "id ", count: 45) + "} }", "MAX_TOKENS_EXCEEDED"),
+            ]
+            for (query, code) in cases {
+                let result = try post(gateway, Self.query(query), path: "/limited", accept: "application/graphql-response+json")
+                #expect(result.status == 400, "\(code)")
+                #expect(result.body.contains(#""extensions":{"code":"\#(code)"}"#), "\(code): \(result.body)")
+                #expect(!result.body.contains(#""path""#), "a request error has no path")
+            }
+            let within = try post(gateway, Self.query("{ users(limit: 2) { name } }"), path: "/limited")
+            #expect(within.body == #"{"data":{"users":[{"name":"Ada Lovelace"},{"name":"Alan Turing"}]}}"# + "\n")
+            #expect(services.counts.total - before == 1, "only the query within limits ran")
         }
     }
 

@@ -1,0 +1,148 @@
+import GraphQL
+
+/// Bounds checked on a parsed, validated operation before anything runs, so one request cannot
+/// ask for unbounded work. Each failure is a request error with its own `extensions.code`.
+public struct OperationLimits: Sendable {
+    public var maxDepth: Int
+    public var maxAliases: Int
+    public var maxRootFields: Int
+    /// Cost: 1 per field, a list field's subtree multiplied by its `first`/`limit` argument
+    /// (or `defaultListSize`).
+    public var maxComplexity: Int
+    public var maxTokens: Int
+    public var defaultListSize = 10
+
+    public init(maxDepth: Int = 12, maxAliases: Int = 30, maxRootFields: Int = 20, maxComplexity: Int = 5000,
+                maxTokens: Int = 10000) {
+        self.maxDepth = maxDepth
+        self.maxAliases = maxAliases
+        self.maxRootFields = maxRootFields
+        self.maxComplexity = maxComplexity
+        self.maxTokens = maxTokens
+    }
+
+    /// Lexical tokens of a document (punctuators, names, values; not comments).
+    public static func tokenCount(_ document: Document) -> Int {
+        var count = 0
+        var token = document.loc?.startToken
+        while let current = token {
+            if current.kind != .sof && current.kind != .eof && current.kind != .comment { count += 1 }
+            token = current.next
+        }
+        return count
+    }
+
+    /// The first limit the chosen operation exceeds, as the error to answer with.
+    func check(_ document: Document, operationName: String?, schema: LoadedShape,
+               variables: [String: Map]) -> GraphQLError? {
+        let tokens = Self.tokenCount(document)
+        if tokens > maxTokens {
+            return error("the document has \(tokens) tokens, more than the limit of \(maxTokens)", code: "MAX_TOKENS_EXCEEDED")
+        }
+        let operations = document.definitions.compactMap { $0 as? OperationDefinition }
+        guard let operation = operationName.map({ name in operations.first { $0.name?.value == name } }) ?? operations.first
+        else { return nil }  // the executor reports a missing operation
+        var fragments: [String: FragmentDefinition] = [:]
+        for case let fragment as FragmentDefinition in document.definitions { fragments[fragment.name.value] = fragment }
+        let walker = Walker(fragments: fragments, shape: schema, variables: variables, defaultListSize: defaultListSize)
+        let rootType = operation.operation == .mutation ? schema.mutationType : schema.queryType
+        let root = walker.fields(operation.selectionSet)
+        if root.count > maxRootFields {
+            return error("the operation selects \(root.count) root fields, more than the limit of \(maxRootFields)",
+                         code: "MAX_ROOT_FIELDS_EXCEEDED")
+        }
+        let measure = walker.measure(operation.selectionSet, type: rootType, depth: 1)
+        if measure.depth > maxDepth {
+            return error("the operation is \(measure.depth) levels deep, more than the limit of \(maxDepth)", code: "MAX_DEPTH_EXCEEDED")
+        }
+        if measure.aliases > maxAliases {
+            return error("the operation uses \(measure.aliases) aliases, more than the limit of \(maxAliases)",
+                         code: "MAX_ALIASES_EXCEEDED")
+        }
+        if measure.cost > maxComplexity {
+            return error("the operation's complexity is \(measure.cost), more than the limit of \(maxComplexity)",
+                         code: "MAX_COMPLEXITY_EXCEEDED")
+        }
+        return nil
+    }
+
+    private func error(_ message: String, code: String) -> GraphQLError {
+        GraphQLError(message: message, extensions: ["code": .string(code)])
+    }
+}
+
+/// What the limits need to know of the schema: each field's return type name and whether it
+/// is a list. Computed once per schema.
+struct LoadedShape: Sendable {
+    struct FieldShape: Sendable {
+        var typeName: String
+        var isList: Bool
+        /// The schema's default for a `first`/`limit` argument.
+        var defaultListSize: Int?
+    }
+
+    var fields: [String: FieldShape]
+    var queryType: String?
+    var mutationType: String?
+}
+
+private struct Walker {
+    let fragments: [String: FragmentDefinition]
+    let shape: LoadedShape
+    let variables: [String: Map]
+    let defaultListSize: Int
+
+    struct Measure {
+        var depth = 0
+        var aliases = 0
+        var cost = 0
+    }
+
+    /// The fields a selection set selects, fragments spread in (validation already refused cycles).
+    func fields(_ set: SelectionSet, visited: Set<String> = []) -> [Field] {
+        var out: [Field] = []
+        for selection in set.selections {
+            switch selection {
+            case let field as Field: out.append(field)
+            case let inline as InlineFragment: out += fields(inline.selectionSet, visited: visited)
+            case let spread as FragmentSpread:
+                let name = spread.name.value
+                if !visited.contains(name), let fragment = fragments[name] {
+                    out += fields(fragment.selectionSet, visited: visited.union([name]))
+                }
+            default: continue
+            }
+        }
+        return out
+    }
+
+    func measure(_ set: SelectionSet, type: String?, depth: Int) -> Measure {
+        var total = Measure(depth: depth)
+        for field in fields(set) {
+            if field.alias != nil { total.aliases += 1 }
+            let fieldShape = type.flatMap { shape.fields["\($0).\(field.name.value)"] }
+            var cost = 1
+            if let selectionSet = field.selectionSet {
+                let child = measure(selectionSet, type: fieldShape?.typeName, depth: depth + 1)
+                total.depth = max(total.depth, child.depth)
+                total.aliases += child.aliases
+                cost += child.cost
+            }
+            if fieldShape?.isList == true { cost *= listSize(field, schemaDefault: fieldShape?.defaultListSize) }
+            total.cost = total.cost &+ min(cost, Int.max / 4)
+        }
+        return total
+    }
+
+    /// `first` or `limit`, as written or from a variable; else the schema's default for it,
+    /// else the limits' default.
+    func listSize(_ field: Field, schemaDefault: Int?) -> Int {
+        for argument in field.arguments where argument.name.value == "first" || argument.name.value == "limit" {
+            if let value = argument.value as? IntValue, let size = Int(value.value) { return max(size, 1) }
+            if let variable = argument.value as? Variable, case .number(let number)? = variables[variable.name.value] {
+                return max(number.intValue, 1)
+            }
+        }
+        return schemaDefault ?? defaultListSize
+    }
+}
