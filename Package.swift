@@ -75,8 +75,9 @@ let package = Package(
         .target(
             name: "CausewayGateway",
             dependencies: nio + [
-                "CausewayConfig", "CausewayHTTP", "CausewayUpstream", "CausewayCompression", "CausewayGraphQL",
+                "CausewayConfig", "CausewayHTTP", "CausewayUpstream", "CausewayCompression", "CausewayGraphQL", "COpenSSL",
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "OrderedCollections", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: releaseSettings

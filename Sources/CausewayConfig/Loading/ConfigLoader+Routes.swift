@@ -136,9 +136,6 @@ extension GatewayConfigReader {
     private func readGraphQL(_ node: Node, _ path: String) -> GraphQLRouteConfig? {
         let allowed = ["schema", "introspection", "limits", "persisted_queries", "batching", "upstream_timeout", "debug"]
         guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
-        for key in ["persisted_queries"] where fields.has(key) {
-            reader.fail(fields.keyNode(key), reader.join(path, key), "not supported yet by this build")
-        }
         guard let schema = required(fields, "schema", node, { reader.string($0, $1) }), let (schemaNode, schemaPath) = fields["schema"]
         else { return nil }
         var config = GraphQLRouteConfig(schema: schema, schemaLocation: reader.location(schemaNode, schemaPath))
@@ -155,6 +152,10 @@ extension GatewayConfigReader {
             if let (n, p) = limits["max_root_fields"], let v = reader.int(n, p, range: 1...100_000) { config.limits.maxRootFields = v }
             if let (n, p) = limits["max_complexity"], let v = reader.int(n, p, range: 1...1_000_000_000) { config.limits.maxComplexity = v }
             if let (n, p) = limits["max_tokens"], let v = reader.int(n, p, range: 1...10_000_000) { config.limits.maxTokens = v }
+        }
+        if let (n, p) = fields["persisted_queries"], let persisted = reader.mapping(n, p, allowed: ["enabled", "cache_size"]) {
+            if let (n, p) = persisted["enabled"], let value = reader.bool(n, p) { config.persistedQueries = value }
+            if let (n, p) = persisted["cache_size"], let value = reader.int(n, p, range: 1...10_000_000) { config.cacheSize = value }
         }
         if let (n, p) = fields["batching"], let batching = reader.mapping(n, p, allowed: ["enabled", "max_operations"]) {
             if let (n, p) = batching["enabled"], let value = reader.bool(n, p) { config.batchingEnabled = value }

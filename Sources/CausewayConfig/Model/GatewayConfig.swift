@@ -214,6 +214,10 @@ public struct GraphQLRouteConfig: Sendable {
     /// Adds `x-causeway-upstream-calls` to responses.
     public var debug = false
     public var limits = Limits()
+    /// Automatic persisted queries.
+    public var persistedQueries = true
+    /// Per event loop: parsed documents kept, and persisted queries kept.
+    public var cacheSize = 10000
 
     /// Checked before an operation runs.
     public struct Limits: Sendable {

@@ -5,6 +5,7 @@ import CausewayUpstream
 import Foundation
 import GraphQL
 import NIOCore
+import OrderedCollections
 
 /// The operations of one GraphQL-over-HTTP request: from a POST body (`{"query": ...}` or,
 /// with batching, an array of those) or from a GET query string.
@@ -13,6 +14,8 @@ struct GraphQLHTTPRequest: Sendable {
         var query: String?
         var variables: [String: Map]
         var operationName: String?
+        /// `extensions.persistedQuery.sha256Hash` (automatic persisted queries).
+        var persistedHash: String?
     }
 
     var operations: [Operation]
@@ -54,6 +57,11 @@ struct GraphQLHTTPRequest: Sendable {
     private static func operation(_ map: Map) -> Result<Operation, GatewayError> {
         guard case .dictionary(let fields) = map else { return .failure(.badRequest("each operation must be a JSON object")) }
         var operation = Operation(query: nil, variables: [:], operationName: nil)
+        switch fields["extensions"] {
+        case .dictionary(let extensions)?: operation.persistedHash = persistedHash(extensions)
+        case nil, .null?: break
+        default: return .failure(.badRequest("extensions must be a JSON object"))
+        }
         switch fields["query"] {
         case .string(let query)?: operation.query = query
         case nil, .null?: break
@@ -83,6 +91,11 @@ struct GraphQLHTTPRequest: Sendable {
             switch name {
             case "query": operation.query = value
             case "operationName": operation.operationName = value.isEmpty ? nil : value
+            case "extensions" where !value.isEmpty:
+                guard let map = try? JSONDecoder().decode(Map.self, from: Data(value.utf8)), case .dictionary(let extensions) = map else {
+                    return .failure(.badRequest("extensions must be a JSON object"))
+                }
+                operation.persistedHash = persistedHash(extensions)
             case "variables" where !value.isEmpty:
                 guard let map = try? JSONDecoder().decode(Map.self, from: Data(value.utf8)), case .dictionary(let variables) = map else {
                     return .failure(.badRequest("variables must be a JSON object"))
@@ -92,6 +105,12 @@ struct GraphQLHTTPRequest: Sendable {
             }
         }
         return .success(GraphQLHTTPRequest(operations: [operation], batched: false))
+    }
+
+    private static func persistedHash(_ extensions: OrderedDictionary<String, Map>) -> String? {
+        guard case .dictionary(let persisted)? = extensions["persistedQuery"], case .string(let hash)? = persisted["sha256Hash"]
+        else { return nil }
+        return hash
     }
 
     private static func decode(_ text: Substring) -> String? {

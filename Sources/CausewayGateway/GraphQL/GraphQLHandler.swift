@@ -15,11 +15,13 @@ struct GraphQLRoute: Sendable {
     let config: GraphQLRouteConfig
     let rules: [@Sendable (ValidationContext) -> Visitor]
     let limits: OperationLimits
+    let persisted: PersistedQueries
 
     init(engine: GraphQLEngine, config: GraphQLRouteConfig) {
         self.engine = engine
         self.config = config
         rules = config.introspection ? specifiedRules : specifiedRules + [NoSchemaIntrospectionCustomRule]
+        persisted = PersistedQueries(capacity: config.cacheSize)
         let configured = config.limits
         limits = OperationLimits(maxDepth: configured.maxDepth, maxAliases: configured.maxAliases,
                                  maxRootFields: configured.maxRootFields, maxComplexity: configured.maxComplexity,
@@ -47,14 +49,16 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
     private let exchange: Exchange
     private let route: GraphQLRoute
     private let transport: GatewayRestTransport
+    private let cache: GraphQLDocumentCache
     private var body = ByteBuffer()
     private var cancelled = false
     private var task: Task<Void, Never>?
 
-    init(exchange: Exchange, route: GraphQLRoute, transport: GatewayRestTransport) {
+    init(exchange: Exchange, route: GraphQLRoute, transport: GatewayRestTransport, cache: GraphQLDocumentCache) {
         self.exchange = exchange
         self.route = route
         self.transport = transport
+        self.cache = cache
     }
 
     func start() {
@@ -108,53 +112,92 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
         var headers: [String: String] = [:]
         for field in exchange.request.headerFields { headers[field.name.canonicalName] = field.value }
         headers["x-request-id"] = exchange.requestID
+        // Parsing, validation, limits and the caches happen here on the loop; only execution,
+        // which waits on upstreams, runs in a task.
+        let prepared = request.operations.map { Self.prepare($0, route: route, cache: cache, isGet: isGet) }
         let context = OperationContext(transport: transport, headers: headers, eventLoop: exchange.eventLoop)
         let loopBound = NIOLoopBound(self, eventLoop: exchange.eventLoop)
-        task = Self.launch(request, route: route, isGet: isGet, context: context) { outcomes, calls in
+        task = Self.launch(prepared, route: route, context: context) { outcomes, calls in
             loopBound.value.respond(outcomes, batched: request.batched, graphQLResponse: wantsGraphQLResponse, calls: calls)
         }
     }
 
+    /// An operation ready to execute, or the answer it already has.
+    enum Prepared: Sendable {
+        case ready(Document, operationName: String?, variables: [String: Map])
+        case answered(GraphQLOutcome)
+    }
+
     /// Runs the operations off the loop (GraphQLSwift's executor is async) and hands the
     /// outcomes back on the exchange's loop.
-    private static func launch(_ request: GraphQLHTTPRequest, route: GraphQLRoute, isGet: Bool, context: OperationContext,
+    private static func launch(_ prepared: [Prepared], route: GraphQLRoute, context: OperationContext,
                                eventLoopDone done: @escaping @Sendable ([GraphQLOutcome], Int) -> Void) -> Task<Void, Never> {
         let eventLoop = context.eventLoop
         return Task {
             var outcomes: [GraphQLOutcome] = []
-            for operation in request.operations {
-                outcomes.append(await execute(operation, route: route, isGet: isGet, context: context))
+            for operation in prepared {
+                switch operation {
+                case .answered(let outcome):
+                    outcomes.append(outcome)
+                case .ready(let document, let operationName, let variables):
+                    outcomes.append(.executed(await route.engine.execute(document: document, variables: variables,
+                                                                         operationName: operationName, context: context)))
+                }
             }
             let calls = context.upstreamCalls
             eventLoop.execute { done(outcomes, calls) }
         }
     }
 
-    /// Parse, check the method, validate, execute: the spec's stages, each with its own answer.
-    static func execute(_ operation: GraphQLHTTPRequest.Operation, route: GraphQLRoute, isGet: Bool,
-                        context: OperationContext) async -> GraphQLOutcome {
-        guard let query = operation.query else {
-            return .requestError(GraphQLError(message: "the request has no query"))
+    /// The spec's stages before execution, each with its own answer: the query (or its
+    /// persisted hash), parse, the method, validation, limits.
+    static func prepare(_ operation: GraphQLHTTPRequest.Operation, route: GraphQLRoute, cache: GraphQLDocumentCache,
+                        isGet: Bool) -> Prepared {
+        var query = operation.query
+        if let hash = operation.persistedHash {
+            guard route.config.persistedQueries else {
+                return .answered(.requestError(GraphQLError(message: "PersistedQueryNotSupported",
+                                                            extensions: ["code": "PERSISTED_QUERY_NOT_SUPPORTED"])))
+            }
+            if let text = query {
+                guard PersistedQueries.sha256(text) == hash.lowercased() else {
+                    return .answered(.requestError(GraphQLError(message: "provided sha does not match query",
+                                                                extensions: ["code": "PERSISTED_QUERY_HASH_MISMATCH"])))
+                }
+                route.persisted.persist(text, hash: hash.lowercased())
+            } else if let text = route.persisted.query(hash: hash.lowercased()) {
+                query = text
+            } else {
+                return .answered(.requestError(GraphQLError(message: "PersistedQueryNotFound",
+                                                            extensions: ["code": "PERSISTED_QUERY_NOT_FOUND"])))
+            }
+        }
+        guard let query else {
+            return .answered(.requestError(GraphQLError(message: "the request has no query")))
         }
         let document: Document
-        do {
-            document = try parse(source: Source(body: query, name: "GraphQL request"))
-        } catch let error as GraphQLError {
-            return .requestError(error)
-        } catch {
-            return .requestError(GraphQLError(message: "\(error)"))
+        if let cached = cache.document(for: query) {
+            document = cached
+        } else {
+            do {
+                document = try parse(source: Source(body: query, name: "GraphQL request"))
+            } catch let error as GraphQLError {
+                return .answered(.requestError(error))
+            } catch {
+                return .answered(.requestError(GraphQLError(message: "\(error)")))
+            }
+            let errors = validate(schema: route.engine.loaded.schema, ast: document, rules: route.rules)
+            if !errors.isEmpty { return .answered(.requestError(errors)) }
+            cache.store(document, for: query)  // only valid documents are worth keeping
         }
         if isGet, let kind = Self.operationKind(document, name: operation.operationName), kind != .query {
-            return .methodNotAllowed
+            return .answered(.methodNotAllowed)
         }
-        let errors = validate(schema: route.engine.loaded.schema, ast: document, rules: route.rules)
-        if !errors.isEmpty { return .requestError(errors) }
         if let error = route.engine.check(route.limits, document: document, operationName: operation.operationName,
                                           variables: operation.variables) {
-            return .requestError(error)
+            return .answered(.requestError(error))
         }
-        return .executed(await route.engine.execute(document: document, variables: operation.variables,
-                                                    operationName: operation.operationName, context: context))
+        return .ready(document, operationName: operation.operationName, variables: operation.variables)
     }
 
     static func operationKind(_ document: Document, name: String?) -> OperationType? {

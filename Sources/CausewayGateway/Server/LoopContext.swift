@@ -12,6 +12,8 @@ final class LoopContext {
     let clusters: [UpstreamCluster]
     /// By route name: how that GraphQL route's operations reach this loop's pools.
     let graphqlTransports: [String: GatewayRestTransport]
+    /// By route name: this loop's parsed documents and persisted queries.
+    let graphqlCaches: [String: GraphQLDocumentCache]
     private(set) lazy var exchangeHandler = GatewayExchangeHandler(context: self)
 
     init(eventLoop: any EventLoop, snapshot: RuntimeSnapshot) {
@@ -25,6 +27,7 @@ final class LoopContext {
         self.graphqlTransports = snapshot.graphqlRoutes.mapValues {
             GatewayRestTransport(eventLoop: eventLoop, clusters: byName, timeout: TimeAmount($0.config.upstreamTimeout))
         }
+        self.graphqlCaches = snapshot.graphqlRoutes.mapValues { GraphQLDocumentCache(capacity: $0.config.cacheSize) }
     }
 }
 
@@ -178,8 +181,10 @@ final class GatewayExchangeHandler: ExchangeHandler {
                 return
             }
         }
-        if let graphql = context.snapshot.graphqlRoutes[route.name], let transport = context.graphqlTransports[route.name] {
-            GraphQLExchange(exchange: exchange, route: graphql, transport: transport).start()
+        if let graphql = context.snapshot.graphqlRoutes[route.name], let transport = context.graphqlTransports[route.name],
+            let cache = context.graphqlCaches[route.name]
+        {
+            GraphQLExchange(exchange: exchange, route: graphql, transport: transport, cache: cache).start()
             return
         }
         guard let index = context.snapshot.routeUpstream[route.config.upstream] else {

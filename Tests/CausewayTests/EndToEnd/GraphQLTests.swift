@@ -35,7 +35,8 @@ import Testing
                      introspection: \(introspection), batching: {max_operations: 3}}}
                   - {name: failures, match: {path: /failures}, graphql: {schema: "\(failureFile)", upstream_timeout: 300ms}}
                   - {name: limited, match: {path: /limited}, graphql: {schema: "\(Self.demoSchema)",
-                     limits: {max_depth: 3, max_aliases: 1, max_root_fields: 2, max_complexity: 50, max_tokens: 40}}}
+                     limits: {max_depth: 3, max_aliases: 1, max_root_fields: 2, max_complexity: 50, max_tokens: 40},
+                     persisted_queries: {enabled: false}}}
                 """,
             extraUpstreams: """
                   users: {endpoints: [{address: "127.0.0.1:\(services.usersChannel.localAddress!.port!)"}]}
@@ -181,6 +182,47 @@ import Testing
             #expect(within.body == #"{"data":{"users":[{"name":"Ada Lovelace"},{"name":"Alan Turing"}]}}"# + "\n")
             #expect(services.counts.total - before == 1, "only the query within limits ran")
         }
+    }
+
+    /// Automatic persisted queries (Apollo's protocol): a hash alone is answered once the
+    /// query has been sent with it.
+    @Test func automaticPersistedQueries() async throws {
+        try await withGateway { gateway, _ in
+            let query = #"{ user(id: "3") { name } }"#
+            let hash = sha256(query)
+            func extensions(_ hash: String) -> String {
+                #""extensions": {"persistedQuery": {"version": 1, "sha256Hash": "\#(hash)"}}"#
+            }
+            let unknown = try post(gateway, "{\(extensions(hash))}")
+            #expect(unknown.body.contains(#""message":"PersistedQueryNotFound""#) && unknown.body.contains("PERSISTED_QUERY_NOT_FOUND"))
+            let register = try post(gateway, String(Self.query(query).dropLast()) + ", \(extensions(hash))}")
+            #expect(register.body == #"{"data":{"user":{"name":"Grace Hopper"}}}"# + "\n")
+            let byHash = try post(gateway, "{\(extensions(hash))}")
+            #expect(byHash.body == register.body, "the hash alone now runs the query")
+            let get = try Curl.run(["-G", "--data-urlencode", #"extensions={"persistedQuery":{"version":1,"sha256Hash":"\#(hash)"}}"#,
+                                    "\(gateway.url)/graphql"])
+            #expect(get.body == register.body, "over GET too")
+            let wrong = try post(gateway, String(Self.query(query).dropLast()) + ", \(extensions(String(repeating: "0", count: 64)))}")
+            #expect(wrong.body.contains("provided sha does not match query"))
+            let disabled = try post(gateway, "{\(extensions(hash))}", path: "/limited")
+            #expect(disabled.body.contains("PERSISTED_QUERY_NOT_SUPPORTED"))
+        }
+    }
+
+    func sha256(_ text: String) -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        process.arguments = ["dgst", "-sha256", "-r"]
+        let input = Pipe()
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        try? process.run()
+        input.fileHandleForWriting.write(Data(text.utf8))
+        try? input.fileHandleForWriting.close()
+        let data = readToEnd(output.fileHandleForReading.fileDescriptor)
+        process.waitUntilExit()
+        return String(String(decoding: data, as: UTF8.self).prefix(64))
     }
 
     @Test func introspectionCanBeTurnedOff() async throws {
