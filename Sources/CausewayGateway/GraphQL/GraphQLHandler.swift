@@ -140,8 +140,15 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
                 case .answered(let outcome):
                     outcomes.append(outcome)
                 case .ready(let document, let operationName, let variables):
-                    outcomes.append(.executed(await route.engine.execute(document: document, variables: variables,
-                                                                         operationName: operationName, context: context)))
+                    let result = await route.engine.execute(document: document, variables: variables,
+                                                            operationName: operationName, context: context)
+                    // No data and no error at a field's path: execution never started (bad
+                    // variables, unknown operation name), which is a request error.
+                    if result.data == nil && result.errors.allSatisfy({ $0.path.elements.isEmpty }) {
+                        outcomes.append(.requestError(result.errors))
+                    } else {
+                        outcomes.append(.executed(result))
+                    }
                 }
             }
             let calls = context.upstreamCalls

@@ -122,6 +122,14 @@ import Testing
             let syntax = try post(gateway, Self.query("{ users { "), accept: "application/graphql-response+json")
             #expect(syntax.status == 400)
             #expect(syntax.body.contains("Syntax Error"))
+            let badVariable = try post(gateway, Self.query("query Q($id: ID!) { user(id: $id) { name } }", variables: #"{"id": {"no": 1}}"#),
+                                       accept: "application/graphql-response+json")
+            #expect(badVariable.status == 400)
+            #expect(badVariable.body.contains(#"Variable \"$id\""#) && !badVariable.body.contains(#""data""#), "\(badVariable.body)")
+            let unknownOperation = try post(gateway, #"{"query": "query A { users { id } }", "operationName": "B"}"#,
+                                            accept: "application/graphql-response+json")
+            #expect(unknownOperation.status == 400)
+            #expect(unknownOperation.body.contains("Unknown operation named"), "\(unknownOperation.body)")
             #expect(try post(gateway, "not json").status == 400)
             #expect(try Curl.run(["-X", "POST", "-H", "content-type: text/plain", "-d", "{}", "\(gateway.url)/graphql"]).status == 415)
             #expect(services.counts.total == before, "nothing invalid reached an upstream")
