@@ -40,7 +40,7 @@ declare -A MAIN_PID=()
 declare -A MEASURE_PID=()
 
 usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+    script_help
 }
 
 parse_args() {

@@ -47,7 +47,7 @@ declare -A MAIN_PID=()    # proxy name -> process launched
 declare -A MEASURE_PID=() # proxy name -> process whose CPU time is measured
 
 usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+    script_help
     cat <<EOF
 
 Options:

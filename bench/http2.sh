@@ -62,7 +62,7 @@ declare -A MEASURE_PID=() # proxy name -> process whose CPU time is measured
 declare -A TLS_INFO=()    # proxy name -> negotiated version, suite, group
 
 usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+    script_help
     cat <<EOF
 
 Options:

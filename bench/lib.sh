@@ -20,6 +20,8 @@ LOADGEN_PID=""
 LAST_PID=""
 
 log() { printf '[bench] %s\n' "$*" >&2; }
+# The running script's header comment (line 2 up to `set -euo`), as its --help.
+script_help() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 
 selected() { [[ " ${PROXIES[*]} " == *" $1 "* ]]; }
