@@ -193,7 +193,8 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
             } catch {
                 return .answered(.requestError(GraphQLError(message: "\(error)")))
             }
-            let errors = validate(schema: route.engine.loaded.schema, ast: document, rules: route.rules)
+            var errors = validate(schema: route.engine.loaded.schema, ast: document, rules: route.rules)
+            if errors.isEmpty { errors = route.engine.fieldMergeErrors(document) }
             if !errors.isEmpty { return .answered(.requestError(errors)) }
             cache.store(document, for: query)  // only valid documents are worth keeping
         }

@@ -12,11 +12,28 @@ import OrderedCollections
 public final class GraphQLEngine: Sendable {
     public let loaded: LoadedSchema
     let shape: LoadedShape
+    /// "Type.field" → output type, for object and interface types (field merging).
+    let fieldTypes: [String: GraphQLOutputType]
 
     public init(_ loaded: LoadedSchema) {
         self.loaded = loaded
         Self.installResolvers(loaded)
         self.shape = Self.shape(of: loaded.schema)
+        var fieldTypes: [String: GraphQLOutputType] = [:]
+        for type in loaded.schema.typeMap.values where !type.name.hasPrefix("__") {
+            let fields: GraphQLFieldMap? = switch type {
+            case let object as GraphQLObjectType: try? object.fields()
+            case let interface as GraphQLInterfaceType: try? interface.fields()
+            default: nil
+            }
+            for (name, field) in fields ?? [:] { fieldTypes["\(type.name).\(name)"] = field.type }
+        }
+        self.fieldTypes = fieldTypes
+    }
+
+    /// The `OverlappingFieldsCanBeMerged` rule, run after GraphQLSwift's validation.
+    public func fieldMergeErrors(_ document: Document) -> [GraphQLError] {
+        OverlappingFieldsCanBeMerged.errors(document: document, schema: loaded.schema, fieldTypes: fieldTypes)
     }
 
     /// The first of `limits` the operation exceeds, checked before it runs.
