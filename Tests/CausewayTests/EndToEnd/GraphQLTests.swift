@@ -236,6 +236,18 @@ import Testing
         return String(String(decoding: data, as: UTF8.self).prefix(64))
     }
 
+    @Test func theClientsCredentialsAndRequestIDReachTheUpstream() async throws {
+        try await withGateway { gateway, _ in
+            let result = try Curl.run(["-X", "POST", "-H", "content-type: application/json", "-H", "authorization: Bearer t0ken",
+                                       "-H", "x-request-id: graphql-test-1", "-H", "cookie: secret=1",
+                                       "--data-binary", Self.query("{ fine { method path } }"), "\(gateway.url)/failures"])
+            #expect(result.body == #"{"data":{"fine":{"method":"GET","path":"/echo"}}}"# + "\n")
+            #expect(gateway.upstream.lastHeader("authorization") == ["Bearer t0ken"])
+            #expect(gateway.upstream.lastHeader("x-request-id") == ["graphql-test-1"])
+            #expect(gateway.upstream.lastHeader("cookie").isEmpty, "only selected headers go upstream")
+        }
+    }
+
     @Test func introspectionCanBeTurnedOff() async throws {
         try await withGateway { gateway, _ in
             let on = try post(gateway, Self.query("{ __schema { queryType { name } } }"))
