@@ -110,8 +110,9 @@ import Testing
         // One worker, so one pool: which loop a connection lands on is not the test's business.
         let gateway = try await GatewayHarness.start(pool: "{max_connections: 1, max_pending: 0}", workers: 1)
         defer { Task { await gateway.stop() } }
-        let holders = [try RawClient(port: gateway.port)]
-        for holder in holders { holder.send("GET /api/slow?ms=1500 HTTP/1.1\r\nHost: a\r\n\r\n") }
+        let holders = [try RawClient(port: gateway.port, timeout: 10)]
+        // Held well past the time a busy CI machine may take to start the next curl.
+        for holder in holders { holder.send("GET /big/slow?ms=5000 HTTP/1.1\r\nHost: a\r\n\r\n") }
         // The held request reached the upstream, so the pool's single connection is busy.
         for _ in 0..<100 where gateway.upstream.requests < 1 { try await Task.sleep(for: .milliseconds(20)) }
         let overflow = try Curl.run(["\(gateway.url)/api/x"])
@@ -198,7 +199,7 @@ import Testing
 
     @Test func gracefulDrainFinishesInFlightRequests() async throws {
         let gateway = try await GatewayHarness.start()
-        let client = try RawClient(port: gateway.port)
+        let client = try RawClient(port: gateway.port, timeout: 10)
         // Long enough that draining starts while it runs, even on a busy CI machine.
         client.send("GET /big/slow?ms=4000 HTTP/1.1\r\nHost: a\r\n\r\n")
         for _ in 0..<100 where gateway.upstream.requests == 0 { try await Task.sleep(for: .milliseconds(20)) }

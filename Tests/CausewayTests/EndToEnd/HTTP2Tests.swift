@@ -17,7 +17,7 @@ import Testing
         let gateway = try await GatewayHarness.start()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/nghttp")
-        process.arguments = ["-nv", "--timeout=10", "\(gateway.url)/big/slow?ms=4000"]
+        process.arguments = ["-nv", "--timeout=10", "\(gateway.url)/big/slow?ms=3000"]
         let out = Pipe()
         process.standardOutput = out
         try process.run()
