@@ -53,20 +53,15 @@ usage() {
 
 parse_args() {
     while (($#)); do
+        if parse_common_arg "$@"; then shift "$SHIFT_BY"; continue; fi
         case "$1" in
-            --duration)    DURATION="${2:?--duration needs a value}"; shift 2 ;;
-            --rounds)      ROUNDS="${2:?--rounds needs a value}"; shift 2 ;;
-            --connections) CONNECTIONS="${2:?--connections needs a value}"; shift 2 ;;
             --level)       LEVEL="${2:?--level needs a value}"; shift 2 ;;
             --quality)     QUALITY="${2:?--quality needs a value}"; shift 2 ;;
-            --causeway)    CAUSEWAY_BIN="${2:?--causeway needs a value}"; shift 2 ;;
-            --no-build)    BUILD=0; shift ;;
-            -h|--help)     usage; exit 0 ;;
             *)             usage >&2; die "unknown argument: $1" ;;
         esac
     done
     check_positive "$DURATION" "$ROUNDS" "$CONNECTIONS" "$LEVEL"
-    [[ "$CAUSEWAY_BIN" == /* ]] || CAUSEWAY_BIN="$PWD/$CAUSEWAY_BIN"
+    absolute_causeway
 }
 
 # A deterministic JSON document of about 100 KB: an order list, as APIs send.

@@ -82,14 +82,11 @@ EOF
 
 parse_args() {
     while (($#)); do
+        if parse_common_arg "$@"; then shift "$SHIFT_BY"; continue; fi
         case "$1" in
-            --duration)    DURATION="${2:?--duration needs a value}"; shift 2 ;;
-            --rounds)      ROUNDS="${2:?--rounds needs a value}"; shift 2 ;;
             --clients)     CLIENTS="${2:?--clients needs a value}"; shift 2 ;;
             --streams)     STREAMS="${2:?--streams needs a value}"; shift 2 ;;
             --nginx-keepalive) NGINX_KEEPALIVE="${2:?--nginx-keepalive needs a value}"; shift 2 ;;
-            --causeway)    CAUSEWAY_BIN="${2:?--causeway needs a value}"; shift 2 ;;
-            --no-build)    BUILD=0; shift ;;
             --only)        ONLY="${2:?--only needs a value}"; shift 2 ;;
             --scenarios)
                 IFS=, read -r -a SCENARIOS <<< "${2:?--scenarios needs a value}"
@@ -97,14 +94,12 @@ parse_args() {
                     [[ "$s" =~ ^(h2c|h2-tls|handshake)$ ]] || die "--scenarios: unknown scenario '$s'"
                 done
                 shift 2 ;;
-            -h|--help)     usage; exit 0 ;;
             *)             usage >&2; die "unknown argument: $1" ;;
         esac
     done
     check_positive "$DURATION" "$ROUNDS" "$CLIENTS" "$STREAMS" "$NGINX_KEEPALIVE"
     [[ -n "$ONLY" ]] && parse_only "$ONLY"
-    # Resolve a relative --causeway against the caller's directory.
-    [[ "$CAUSEWAY_BIN" == /* ]] || CAUSEWAY_BIN="$PWD/$CAUSEWAY_BIN"
+    absolute_causeway
 }
 
 # ---------------------------------------------------------------- setup

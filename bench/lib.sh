@@ -20,6 +20,25 @@ LOADGEN_PID=""
 LAST_PID=""
 
 log() { printf '[bench] %s\n' "$*" >&2; }
+# parse_common_arg ARGS...: the options every benchmark takes (--duration, --rounds,
+# --connections, --causeway, --no-build, --help). Sets SHIFT_BY and returns 0 when it took
+# one; returns 1 to leave the argument to the script.
+parse_common_arg() {
+    case "$1" in
+        --duration)    DURATION="${2:?--duration needs a value}"; SHIFT_BY=2 ;;
+        --rounds)      ROUNDS="${2:?--rounds needs a value}"; SHIFT_BY=2 ;;
+        --connections) [[ -n "${CONNECTIONS+set}" ]] || return 1  # only where the script has the option
+                       CONNECTIONS="${2:?--connections needs a value}"; SHIFT_BY=2 ;;
+        --causeway)    CAUSEWAY_BIN="${2:?--causeway needs a value}"; SHIFT_BY=2 ;;
+        --no-build)    BUILD=0; SHIFT_BY=1 ;;
+        -h|--help)     usage; exit 0 ;;
+        *)             return 1 ;;
+    esac
+}
+
+# A relative --causeway is relative to the caller's directory.
+absolute_causeway() { [[ "$CAUSEWAY_BIN" == /* ]] || CAUSEWAY_BIN="$PWD/$CAUSEWAY_BIN"; }
+
 # The running script's header comment (line 2 up to `set -euo`), as its --help.
 script_help() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
