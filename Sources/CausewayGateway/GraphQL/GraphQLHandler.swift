@@ -64,10 +64,8 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
     func start() {
         exchange.responseProducer = self
         switch exchange.request.method {
-        case .get:
-            exchange.attachRequestBodyConsumer(self)
-        case .post:
-            exchange.attachRequestBodyConsumer(self)
+        case .get, .post:
+            exchange.attachRequestBodyConsumer(self)  // GET has an empty body: its end starts the work
         default:
             var error = GatewayError(status: .methodNotAllowed, code: "method_not_allowed",
                                      message: "GraphQL takes GET (queries) or POST")
