@@ -98,6 +98,7 @@ let package = Package(
                 "CausewayConfig", "CausewayHTTP", "CausewayUpstream", "CausewayGateway", "CausewayDemo",
                 "CausewayCompression", "CausewayGraphQL",
                 .product(name: "GraphQL", package: "GraphQL"),
+                .product(name: "OrderedCollections", package: "swift-collections"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]

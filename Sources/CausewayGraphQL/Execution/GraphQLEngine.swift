@@ -295,7 +295,8 @@ enum JSONEncoderForMap {
 }
 
 extension Map {
-    func jsonText() throws -> String {
+    /// Compact JSON text (object keys in their order; `/` and non-ASCII as they are).
+    public func jsonText() throws -> String {
         switch self {
         case .null, .undefined: return "null"
         case .bool(let value): return value ? "true" : "false"

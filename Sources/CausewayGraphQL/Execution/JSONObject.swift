@@ -1,11 +1,10 @@
-import Foundation
 import GraphQL
 import OrderedCollections
 import Synchronization
 
 extension Map {
     static func decodeJSON(_ bytes: [UInt8]) throws -> Map {
-        try JSONDecoder().decode(Map.self, from: Data(bytes))
+        try JSONParser.parse(bytes)
     }
 
     /// Text for a URL template or a batch key: strings as they are, numbers without a
