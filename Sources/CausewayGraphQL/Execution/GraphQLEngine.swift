@@ -99,7 +99,10 @@ public final class GraphQLEngine: Sendable {
                         field.resolve = { source, _, context, info in
                             guard let object = source as? JSONObject, let value = object.value(name, rename: rename) else { return nil }
                             let result = executorValue(value)
-                            try await prefetchChildren(of: result, info: info, context: context, loaded: loaded)
+                            guard let context = context as? OperationContext else { return result }
+                            try await prefetchChildren(of: result, fieldASTs: info.fieldASTs,
+                                                       itemType: namedObjectType(info.returnType), fragments: info.fragments,
+                                                       variables: info.variableValues, context: context, loaded: loaded)
                             return result
                         }
                     }
@@ -118,6 +121,14 @@ public final class GraphQLEngine: Sendable {
         let parent = source as? JSONObject
         if let prefetched = parent?.prefetchedResult(responseKey(info)) { return try prefetched.get() }
         guard let context = context as? OperationContext else { return nil }
+        let result = try await fetchRest(binding, parent: parent, args: args, context: context)
+        try await prefetchChildren(of: result, fieldASTs: info.fieldASTs, itemType: namedObjectType(info.returnType),
+                                   fragments: info.fragments, variables: info.variableValues, context: context, loaded: loaded)
+        return result
+    }
+
+    /// One `@rest` field's value for one parent: its path rendered, the call made (or shared).
+    static func fetchRest(_ binding: RestBinding, parent: JSONObject?, args: Map, context: OperationContext) async throws -> (any Sendable)? {
         let path = binding.path.render { variable in
             switch variable {
             case .argument(let name): args[name].templateText.map { [$0] } ?? []
@@ -132,9 +143,7 @@ public final class GraphQLEngine: Sendable {
         }
         let request = RestRequest(upstream: binding.upstream, method: binding.method, path: path, body: body,
                                   headers: context.headers)
-        let result = executorValue(try select(binding.selector, in: try await context.fetch(request)))
-        try await prefetchChildren(of: result, info: info, context: context, loaded: loaded)
-        return result
+        return executorValue(try select(binding.selector, in: try await context.fetch(request)))
     }
 
     static func select(_ selector: [String], in map: Map) throws -> Map {
@@ -153,21 +162,21 @@ public final class GraphQLEngine: Sendable {
 
     /// For objects just resolved, fetches every selected child field that has a `batch`
     /// mapping with one call for all of them, and attaches each object's share.
-    static func prefetchChildren(of result: (any Sendable)?, info: GraphQLResolveInfo, context: any Sendable,
-                                 loaded: LoadedSchema) async throws {
-        guard let context = context as? OperationContext else { return }
+    static func prefetchChildren(of result: (any Sendable)?, fieldASTs: [Field], itemType: GraphQLObjectType?,
+                                 fragments: [String: FragmentDefinition], variables: [String: any Sendable],
+                                 context: OperationContext, loaded: LoadedSchema) async throws {
         let parents = objects(in: result)
-        guard !parents.isEmpty, let itemType = namedObjectType(info.returnType) else { return }
+        guard !parents.isEmpty, let itemType else { return }
         var selections: [Field] = []
-        for fieldAST in info.fieldASTs {
+        for fieldAST in fieldASTs {
             if let set = fieldAST.selectionSet {
-                collectFields(set, typeName: itemType.name, info: info, into: &selections, visited: [])
+                collectFields(set, typeName: itemType.name, fragments: fragments, variables: variables, into: &selections, visited: [])
             }
         }
         for child in selections {
             guard let binding = loaded.bindings["\(itemType.name).\(child.name.value)"], let batch = binding.batch else { continue }
             let key = child.alias?.value ?? child.name.value
-            let arguments = argumentValues(child, defaults: binding.argumentDefaults, variables: info.variableValues)
+            let arguments = argumentValues(child, defaults: binding.argumentDefaults, variables: variables)
             var values: [String] = []
             var seen: Set<String> = []
             for parent in parents {
@@ -228,23 +237,25 @@ public final class GraphQLEngine: Sendable {
 
     /// The fields a selection set selects on `typeName`, through fragments, honouring
     /// `@skip`/`@include` with literal or variable conditions.
-    static func collectFields(_ set: SelectionSet, typeName: String, info: GraphQLResolveInfo, into fields: inout [Field],
-                              visited: Set<String>) {
+    static func collectFields(_ set: SelectionSet, typeName: String, fragments: [String: FragmentDefinition],
+                              variables: [String: any Sendable], into fields: inout [Field], visited: Set<String>) {
         for selection in set.selections {
             switch selection {
             case let field as Field:
-                if included(field.directives, variables: info.variableValues) { fields.append(field) }
+                if included(field.directives, variables: variables) { fields.append(field) }
             case let fragment as InlineFragment:
-                guard included(fragment.directives, variables: info.variableValues),
+                guard included(fragment.directives, variables: variables),
                     fragment.typeCondition.map({ $0.name.value == typeName }) ?? true
                 else { continue }
-                collectFields(fragment.selectionSet, typeName: typeName, info: info, into: &fields, visited: visited)
+                collectFields(fragment.selectionSet, typeName: typeName, fragments: fragments, variables: variables,
+                              into: &fields, visited: visited)
             case let spread as FragmentSpread:
                 let name = spread.name.value
-                guard !visited.contains(name), included(spread.directives, variables: info.variableValues),
-                    let fragment = info.fragments[name], fragment.typeCondition.name.value == typeName
+                guard !visited.contains(name), included(spread.directives, variables: variables),
+                    let fragment = fragments[name], fragment.typeCondition.name.value == typeName
                 else { continue }
-                collectFields(fragment.selectionSet, typeName: typeName, info: info, into: &fields, visited: visited.union([name]))
+                collectFields(fragment.selectionSet, typeName: typeName, fragments: fragments, variables: variables,
+                              into: &fields, visited: visited.union([name]))
             default:
                 continue
             }
