@@ -14,21 +14,28 @@ public final class GraphQLEngine: Sendable {
     let shape: LoadedShape
     /// "Type.field" → output type, for object and interface types (field merging).
     let fieldTypes: [String: GraphQLOutputType]
+    /// "Type.field" → its arguments, for coercion in `Executor`.
+    let fieldArguments: [String: [String: GraphQLArgument]]
 
     public init(_ loaded: LoadedSchema) {
         self.loaded = loaded
         Self.installResolvers(loaded)
         self.shape = Self.shape(of: loaded.schema)
         var fieldTypes: [String: GraphQLOutputType] = [:]
+        var fieldArguments: [String: [String: GraphQLArgument]] = [:]
         for type in loaded.schema.typeMap.values where !type.name.hasPrefix("__") {
             let fields: GraphQLFieldMap? = switch type {
             case let object as GraphQLObjectType: try? object.fields()
             case let interface as GraphQLInterfaceType: try? interface.fields()
             default: nil
             }
-            for (name, field) in fields ?? [:] { fieldTypes["\(type.name).\(name)"] = field.type }
+            for (name, field) in fields ?? [:] {
+                fieldTypes["\(type.name).\(name)"] = field.type
+                fieldArguments["\(type.name).\(name)"] = Dictionary(uniqueKeysWithValues: field.args.map { ($0.key, $0.value) })
+            }
         }
         self.fieldTypes = fieldTypes
+        self.fieldArguments = fieldArguments
     }
 
     /// The `OverlappingFieldsCanBeMerged` rule, run after GraphQLSwift's validation.
@@ -59,6 +66,11 @@ public final class GraphQLEngine: Sendable {
     /// Runs a parsed, validated document.
     public func execute(document: Document, variables: [String: Map], operationName: String?,
                         context: OperationContext) async -> GraphQLResult {
+        if case .result(let result) = await Executor.run(document, operationName: operationName, variables: variables,
+                                                         loaded: loaded, fieldTypes: fieldTypes, fieldArguments: fieldArguments,
+                                                         context: context) {
+            return result
+        }
         do {
             return try await GraphQL.execute(schema: loaded.schema, documentAST: document, rootValue: RootValue(),
                                              context: context, variableValues: variables, operationName: operationName)
@@ -308,12 +320,44 @@ enum JSONEncoderForMap {
 extension Map {
     /// Compact JSON text (object keys in their order; `/` and non-ASCII as they are).
     public func jsonText() throws -> String {
+        var out = ""
+        write(into: &out)
+        return out
+    }
+
+    func write(into out: inout String) {
         switch self {
-        case .null, .undefined: return "null"
-        case .bool(let value): return value ? "true" : "false"
-        case .number: return templateText ?? "null"
-        case .string(let text):
-            var out = "\""
+        case .null, .undefined: out += "null"
+        case .bool(let value): out += value ? "true" : "false"
+        case .number: out += templateText ?? "null"
+        case .string(let text): Self.writeString(text, into: &out)
+        case .array(let items):
+            out += "["
+            for (index, item) in items.enumerated() {
+                if index > 0 { out += "," }
+                item.write(into: &out)
+            }
+            out += "]"
+        case .dictionary(let fields):
+            out += "{"
+            var first = true
+            for (key, value) in fields {
+                if !first { out += "," }
+                first = false
+                Self.writeString(key, into: &out)
+                out += ":"
+                value.write(into: &out)
+            }
+            out += "}"
+        }
+    }
+
+    static func writeString(_ text: String, into out: inout String) {
+        out += "\""
+        // Most strings need no escaping: append them whole.
+        if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            out += text
+        } else {
             for scalar in text.unicodeScalars {
                 switch scalar {
                 case "\"": out += "\\\""
@@ -321,14 +365,13 @@ extension Map {
                 case "\n": out += "\\n"
                 case "\r": out += "\\r"
                 case "\t": out += "\\t"
-                case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+                case _ where scalar.value < 0x20:
+                    let hex = Array("0123456789abcdef".utf8)
+                    out += "\\u00" + String(decoding: [hex[Int(scalar.value >> 4)], hex[Int(scalar.value & 15)]], as: UTF8.self)
                 default: out.unicodeScalars.append(scalar)
                 }
             }
-            return out + "\""
-        case .array(let items): return "[" + (try items.map { try $0.jsonText() }).joined(separator: ",") + "]"
-        case .dictionary(let fields):
-            return "{" + (try fields.map { try Map.string($0.key).jsonText() + ":" + $0.value.jsonText() }).joined(separator: ",") + "}"
         }
+        out += "\""
     }
 }
