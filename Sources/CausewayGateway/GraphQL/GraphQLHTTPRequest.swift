@@ -29,7 +29,7 @@ struct GraphQLHTTPRequest: Sendable {
         }
         let map: Map
         do {
-            map = try JSONDecoder().decode(Map.self, from: Data(body.readableBytesView))
+            map = try JSONParser.parse(Array(body.readableBytesView))  // integers stay integers (an Int is a valid ID)
         } catch {
             return .failure(.badRequest("the body is not JSON"))
         }
@@ -92,12 +92,12 @@ struct GraphQLHTTPRequest: Sendable {
             case "query": operation.query = value
             case "operationName": operation.operationName = value.isEmpty ? nil : value
             case "extensions" where !value.isEmpty:
-                guard let map = try? JSONDecoder().decode(Map.self, from: Data(value.utf8)), case .dictionary(let extensions) = map else {
+                guard let map = try? JSONParser.parse(Array(value.utf8)), case .dictionary(let extensions) = map else {
                     return .failure(.badRequest("extensions must be a JSON object"))
                 }
                 operation.persistedHash = persistedHash(extensions)
             case "variables" where !value.isEmpty:
-                guard let map = try? JSONDecoder().decode(Map.self, from: Data(value.utf8)), case .dictionary(let variables) = map else {
+                guard let map = try? JSONParser.parse(Array(value.utf8)), case .dictionary(let variables) = map else {
                     return .failure(.badRequest("variables must be a JSON object"))
                 }
                 operation.variables = Dictionary(uniqueKeysWithValues: variables.map { ($0.key, $0.value) })

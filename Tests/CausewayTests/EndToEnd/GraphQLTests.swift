@@ -139,6 +139,23 @@ import Testing
         }
     }
 
+    @Test func variablesAreCoercedToTheirDeclaredTypes() async throws {
+        try await withGateway { gateway, _ in
+            let mutation = "mutation M($order: OrderInput!) { createOrder(input: $order) { item total user { name } } }"
+            let created = try post(gateway, Self.query(mutation, variables: #"{"order": {"userId": 5, "item": "Liskov's book", "total": 7}}"#))
+            #expect(created.body == #"{"data":{"createOrder":{"item":"Liskov's book","total":7,"user":{"name":"Barbara Liskov"}}}}"# + "\n",
+                    "an Int id coerces to ID, an Int total to Float")
+            let missing = try post(gateway, Self.query("query Q($id: ID!) { user(id: $id) { name } }"),
+                                   accept: "application/graphql-response+json")
+            #expect(missing.status == 400)
+            #expect(missing.body.contains(#"Variable \"$id\" of required type \"ID!\" was not provided."#), "\(missing.body)")
+            let wrongField = try post(gateway, Self.query(mutation, variables: #"{"order": {"userId": "1", "item": "x", "total": 1, "color": "red"}}"#),
+                                      accept: "application/graphql-response+json")
+            #expect(wrongField.status == 400)
+            #expect(wrongField.body.contains(#"Field \"color\" is not defined by type \"OrderInput\"."#), "\(wrongField.body)")
+        }
+    }
+
     @Test func batchedOperationsAreBounded() async throws {
         try await withGateway { gateway, _ in
             let one = Self.query(#"{ user(id: "5") { name } }"#)
