@@ -226,6 +226,7 @@ struct Executor {
             return try await completeObject(object, source: source, fields: collect(asts.compactMap(\.selectionSet), type: object),
                                             path: path)
         case let leaf as GraphQLLeafType:
+            if let map = resolved as? Map, let fast = Self.serializeBuiltIn(map, typeName: leaf.name) { return fast }
             do {
                 return try leaf.serialize(value: resolved)
             } catch let error as GraphQLError {
@@ -237,6 +238,22 @@ struct Executor {
             }
         default:
             throw Unsupported()  // interfaces and unions
+        }
+    }
+
+    /// The built-in scalars for JSON values that already are what they must be, without the
+    /// dynamic casts of `serialize(value: Any)`; anything else goes the general way.
+    static func serializeBuiltIn(_ value: Map, typeName: String) -> Map? {
+        switch (typeName, value) {
+        case ("String", .string), ("Boolean", .bool), ("ID", .string): return value
+        case ("Int", .number(let number)):
+            let double = number.doubleValue
+            return double == double.rounded() && abs(double) <= 2_147_483_647 ? value : nil
+        case ("Float", .number): return value
+        case ("ID", .number(let number)):
+            let double = number.doubleValue
+            return double == double.rounded() && abs(double) < 1e15 ? .string(String(Int(double))) : nil
+        default: return nil
         }
     }
 
