@@ -9,8 +9,8 @@ import OrderedCollections
 ///
 /// Results follow the spec as GraphQLSwift's executor produces them: field order, aliases,
 /// fragments, `@skip`/`@include`, `__typename`, coerced variables and arguments, leaf
-/// serialization, and null propagation with errors at their path. Operations it does not
-/// cover (introspection, abstract types) are reported as `.unsupported` and run by GraphQLSwift.
+/// serialization, interfaces and unions by `__typename`, and null propagation with errors at
+/// their path. Introspection it leaves to GraphQLSwift (`.unsupported`).
 struct Executor {
     enum Outcome {
         case result(GraphQLResult)
@@ -98,7 +98,8 @@ struct Executor {
         var fields: [Field] = []
         let variables = self.variables as [String: any Sendable]
         for set in sets {
-            GraphQLEngine.collectFields(set, typeName: type.name, fragments: fragments, variables: variables, into: &fields, visited: [])
+            GraphQLEngine.collectFields(set, applies: { loaded.conditionApplies($0, to: type.name) }, fragments: fragments,
+                                        variables: variables, into: &fields, visited: [])
         }
         var byKey = OrderedDictionary<String, [Field]>()
         for field in fields { byKey[field.alias?.value ?? field.name.value, default: []].append(field) }
@@ -236,8 +237,28 @@ struct Executor {
                 record(GraphQLError(message: "\(error)"), asts: asts, path: path)
                 throw NullSignal()
             }
+        case let abstract as GraphQLNamedType:
+            // An interface or union: the upstream's JSON says which object it is ("__typename"),
+            // unless only one object type is possible.
+            let possible = loaded.possibleTypes[abstract.name] ?? []
+            guard let source = resolved as? JSONObject else {
+                record(GraphQLError(message: "Expected an object for \(label)"), asts: asts, path: path)
+                throw NullSignal()
+            }
+            let named = source.fields["__typename"].flatMap { if case .string(let name) = $0 { name } else { nil } }
+            guard let typeName = named ?? (possible.count == 1 ? possible.first : nil), possible.contains(typeName),
+                let object = loaded.schema.typeMap[typeName] as? GraphQLObjectType
+            else {
+                record(GraphQLError(message: "Abstract type \"\(abstract.name)\" must resolve to an Object type at runtime for field "
+                                        + "\"\(label)\": the upstream's JSON has no \"__typename\" naming one of "
+                                        + possible.sorted().map { "\"\($0)\"" }.joined(separator: ", ") + "."),
+                       asts: asts, path: path)
+                throw NullSignal()
+            }
+            return try await completeObject(object, source: source, fields: collect(asts.compactMap(\.selectionSet), type: object),
+                                            path: path)
         default:
-            throw Unsupported()  // interfaces and unions
+            throw Unsupported()
         }
     }
 

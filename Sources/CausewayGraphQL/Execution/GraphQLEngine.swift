@@ -182,7 +182,8 @@ public final class GraphQLEngine: Sendable {
         var selections: [Field] = []
         for fieldAST in fieldASTs {
             if let set = fieldAST.selectionSet {
-                collectFields(set, typeName: itemType.name, fragments: fragments, variables: variables, into: &selections, visited: [])
+                collectFields(set, applies: { loaded.conditionApplies($0, to: itemType.name) }, fragments: fragments,
+                              variables: variables, into: &selections, visited: [])
             }
         }
         for child in selections {
@@ -247,9 +248,10 @@ public final class GraphQLEngine: Sendable {
         }
     }
 
-    /// The fields a selection set selects on `typeName`, through fragments, honouring
+    /// The fields a selection set selects on an object type (`applies` says which type
+    /// conditions include it), through fragments, honouring
     /// `@skip`/`@include` with literal or variable conditions.
-    static func collectFields(_ set: SelectionSet, typeName: String, fragments: [String: FragmentDefinition],
+    static func collectFields(_ set: SelectionSet, applies: (String) -> Bool, fragments: [String: FragmentDefinition],
                               variables: [String: any Sendable], into fields: inout [Field], visited: Set<String>) {
         for selection in set.selections {
             switch selection {
@@ -257,16 +259,16 @@ public final class GraphQLEngine: Sendable {
                 if included(field.directives, variables: variables) { fields.append(field) }
             case let fragment as InlineFragment:
                 guard included(fragment.directives, variables: variables),
-                    fragment.typeCondition.map({ $0.name.value == typeName }) ?? true
+                    fragment.typeCondition.map({ applies($0.name.value) }) ?? true
                 else { continue }
-                collectFields(fragment.selectionSet, typeName: typeName, fragments: fragments, variables: variables,
+                collectFields(fragment.selectionSet, applies: applies, fragments: fragments, variables: variables,
                               into: &fields, visited: visited)
             case let spread as FragmentSpread:
                 let name = spread.name.value
                 guard !visited.contains(name), included(spread.directives, variables: variables),
-                    let fragment = fragments[name], fragment.typeCondition.name.value == typeName
+                    let fragment = fragments[name], applies(fragment.typeCondition.name.value)
                 else { continue }
-                collectFields(fragment.selectionSet, typeName: typeName, fragments: fragments, variables: variables,
+                collectFields(fragment.selectionSet, applies: applies, fragments: fragments, variables: variables,
                               into: &fields, visited: visited.union([name]))
             default:
                 continue

@@ -24,6 +24,13 @@ public struct LoadedSchema: @unchecked Sendable {
     /// "Type.field" → the JSON key to read when it differs from the field name (`@from`).
     public let renames: [String: String]
     public let file: String
+    /// Interface or union name → the object types it can be.
+    public let possibleTypes: [String: Set<String>]
+
+    /// Whether a fragment's type condition applies to an object of `objectType`.
+    public func conditionApplies(_ condition: String, to objectType: String) -> Bool {
+        condition == objectType || possibleTypes[condition]?.contains(objectType) == true
+    }
 }
 
 /// Loads `schemas/*.graphql` files: SDL plus Causeway's directives, which schema files use
@@ -113,7 +120,13 @@ public enum SchemaLoader {
             }
         }
         if !errors.isEmpty { throw SchemaErrors(errors: errors) }
-        return LoadedSchema(schema: schema, bindings: bindings, renames: renames, file: file)
+        var possibleTypes: [String: Set<String>] = [:]
+        for type in schema.typeMap.values where !type.name.hasPrefix("__") {
+            if let abstract = type as? GraphQLAbstractType {
+                possibleTypes[type.name] = Set(schema.getPossibleTypes(abstractType: abstract).map(\.name))
+            }
+        }
+        return LoadedSchema(schema: schema, bindings: bindings, renames: renames, file: file, possibleTypes: possibleTypes)
     }
 
     static func isListOutput(_ type: GraphQLType) -> Bool {

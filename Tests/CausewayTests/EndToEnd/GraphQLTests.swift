@@ -17,8 +17,15 @@ import Testing
           refused: Item @rest(upstream: "dead", path: "/x")
           fine: Item @rest(upstream: "origin", path: "/echo")
           required: Item! @rest(upstream: "origin", path: "/status/503")
+          pets: [Pet!]! @rest(upstream: "origin", path: "/pets")
+          searchable: [Searchable!]! @rest(upstream: "origin", path: "/pets")
+          untyped: Pet @rest(upstream: "origin", path: "/pet-untyped")
         }
         type Item { method: String, path: String }
+        interface Pet { name: String! }
+        type Dog implements Pet { name: String!, barkVolume: Int }
+        type Cat implements Pet { name: String!, meowVolume: Int }
+        union Searchable = Dog | Cat
         """
 
     func withGateway(introspection: Bool = true, _ body: (GatewayHarness, DemoServices) async throws -> Void) async throws {
@@ -262,6 +269,17 @@ import Testing
             #expect(gateway.upstream.lastHeader("authorization") == ["Bearer t0ken"])
             #expect(gateway.upstream.lastHeader("x-request-id") == ["graphql-test-1"])
             #expect(gateway.upstream.lastHeader("cookie").isEmpty, "only selected headers go upstream")
+        }
+    }
+
+    /// Interfaces and unions resolve by the `__typename` the upstream's JSON carries.
+    @Test func interfacesAndUnionsResolveByTypename() async throws {
+        try await withGateway { gateway, _ in
+            let query = "{ pets { __typename name ... on Dog { barkVolume } ... on Cat { meowVolume } } "
+                + "searchable { ... on Pet { name } ... on Cat { meowVolume } } untyped { name } }"
+            let result = try post(gateway, Self.query(query), path: "/failures")
+            #expect(result.body.hasPrefix(#"{"data":{"pets":[{"__typename":"Dog","name":"Rex","barkVolume":3},{"__typename":"Cat","name":"Tom","meowVolume":5}],"searchable":[{"name":"Rex"},{"name":"Tom","meowVolume":5}],"untyped":null},"errors":[{"message":"Abstract type \"Pet\" must resolve to an Object type at runtime for field \"Query.untyped\""#),
+                    "\(result.body)")
         }
     }
 

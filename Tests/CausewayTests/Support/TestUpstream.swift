@@ -13,7 +13,8 @@ import Synchronization
 /// upstream whose keep-alive timeout raced the proxy's) · for compression: `/text?n=N` (text/plain,
 /// `TestUpstream.text(N)`, strong ETag), `/image?n=N` (image/png), `/gzipped` (text/plain that
 /// is already gzip-encoded), `/events?n=N&ms=M` (text/event-stream, one event every M ms,
-/// each `data: t=<ms since 1970>`) · anything else echoes method, path and headers as JSON.
+/// each `data: t=<ms since 1970>`) · for GraphQL: `/pets` (objects naming their `__typename`),
+/// `/pet-untyped` (one that does not) · anything else echoes method, path and headers as JSON.
 /// It counts the connections it accepts, so tests can prove keep-alive reuse.
 final class TestUpstream: Sendable {
     let channel: any Channel
@@ -153,6 +154,11 @@ private final class UpstreamBehaviour: ChannelInboundHandler {
         } else if path.hasSuffix("/gzipped") {
             let headers = HTTPHeaders([("content-type", "text/plain"), ("content-encoding", "gzip")])
             send(.ok, TestUpstream.gzippedText, head: head, context: context, headers: headers)
+        } else if path.hasSuffix("/pets") {
+            let pets = #"[{"__typename":"Dog","name":"Rex","barkVolume":3},{"__typename":"Cat","name":"Tom","meowVolume":5}]"#
+            send(.ok, pets, head: head, context: context)
+        } else if path.hasSuffix("/pet-untyped") {
+            send(.ok, #"{"name":"Nobody knows"}"#, head: head, context: context)
         } else if path.hasSuffix("/events") {
             events(count: query(head.uri, "n") ?? 5, intervalMS: query(head.uri, "ms") ?? 100, head: head, context: context)
         } else if path.hasSuffix("/bytes") {
