@@ -195,40 +195,36 @@ final class FailedTransform: ResponseBodyTransform {
     func finish(trailers: inout HTTPFields?) throws -> ByteBuffer? { throw Unavailable() }
 }
 
-/// Decodes a request body, mapping codec failures to the answers a client can act on.
+/// Decodes a request body: the same codec run as for responses, its failures mapped to the
+/// answers a client can act on.
 final class RequestDecoding<Codec: StreamCodec & ~Copyable>: RequestBodyTransform {
-    private var codec: Codec
+    private let decoder: CodecTransform<Codec>
     private let name: String
-    private let allocator: ByteBufferAllocator
 
     init(_ codec: consuming Codec, name: String, allocator: ByteBufferAllocator) {
-        self.codec = codec
+        self.decoder = CodecTransform(codec, flushEachChunk: false, allocator: allocator)
         self.name = name
-        self.allocator = allocator
     }
 
     func transform(_ chunk: ByteBuffer) throws(GatewayError) -> ByteBuffer? {
-        var output = allocator.buffer(capacity: 0)
         do {
-            try codec.process(chunk, flush: false, into: &output)
+            return try decoder.transform(chunk)
         } catch {
             throw map(error)
         }
-        return output.readableBytes > 0 ? output : nil
     }
 
     func finish() throws(GatewayError) -> ByteBuffer? {
-        var output = allocator.buffer(capacity: 0)
+        var noTrailers: HTTPFields?
         do {
-            try codec.finish(into: &output)
+            return try decoder.finish(trailers: &noTrailers)
         } catch {
             throw map(error)
         }
-        return output.readableBytes > 0 ? output : nil
     }
 
-    private func map(_ error: CodecError) -> GatewayError {
-        switch error {
+    private func map(_ error: any Error) -> GatewayError {
+        switch error as? CodecError ?? .unavailable {
         case .tooLarge:
             GatewayError(status: .contentTooLarge, code: "body_too_large",
                          message: "decoded request body exceeds the route's max_body_size")

@@ -20,9 +20,10 @@ public final class GraphQLEngine: Sendable {
     public init(_ loaded: LoadedSchema) {
         self.loaded = loaded
         Self.installResolvers(loaded)
-        self.shape = Self.shape(of: loaded.schema)
+        // One pass over every type's fields: a type's `fields()` rebuilds its map on each call.
         var fieldTypes: [String: GraphQLOutputType] = [:]
         var fieldArguments: [String: [String: GraphQLArgument]] = [:]
+        var shapes: [String: LoadedShape.FieldShape] = [:]
         for type in loaded.schema.typeMap.values where !type.name.hasPrefix("__") {
             let fields: GraphQLFieldMap? = switch type {
             case let object as GraphQLObjectType: try? object.fields()
@@ -30,10 +31,18 @@ public final class GraphQLEngine: Sendable {
             default: nil
             }
             for (name, field) in fields ?? [:] {
-                fieldTypes["\(type.name).\(name)"] = field.type
-                fieldArguments["\(type.name).\(name)"] = Dictionary(uniqueKeysWithValues: field.args.map { ($0.key, $0.value) })
+                let key = "\(type.name).\(name)"
+                fieldTypes[key] = field.type
+                fieldArguments[key] = Dictionary(uniqueKeysWithValues: field.args.map { ($0.key, $0.value) })
+                guard type is GraphQLObjectType else { continue }
+                let defaultSize = field.args.first { $0.key == "first" || $0.key == "limit" }?.value.defaultValue
+                    .flatMap { if case .number(let number) = $0 { number.intValue } else { nil } }
+                shapes[key] = .init(typeName: SchemaLoader.namedType(field.type).debugName,
+                                    isList: SchemaLoader.isListOutput(field.type), defaultListSize: defaultSize)
             }
         }
+        self.shape = LoadedShape(fields: shapes, queryType: loaded.schema.queryType?.name,
+                                 mutationType: loaded.schema.mutationType?.name)
         self.fieldTypes = fieldTypes
         self.fieldArguments = fieldArguments
     }
@@ -47,20 +56,6 @@ public final class GraphQLEngine: Sendable {
     public func check(_ limits: OperationLimits, document: Document, operationName: String?,
                       variables: [String: Map]) -> GraphQLError? {
         limits.check(document, operationName: operationName, schema: shape, variables: variables)
-    }
-
-    static func shape(of schema: GraphQLSchema) -> LoadedShape {
-        var fields: [String: LoadedShape.FieldShape] = [:]
-        for case let type as GraphQLObjectType in schema.typeMap.values where !type.name.hasPrefix("__") {
-            guard let map = try? type.fields() else { continue }
-            for (name, field) in map {
-                let defaultSize = field.args.first { $0.key == "first" || $0.key == "limit" }?.value.defaultValue
-                    .flatMap { if case .number(let number) = $0 { number.intValue } else { nil } }
-                fields["\(type.name).\(name)"] = .init(typeName: SchemaLoader.namedType(field.type).debugName,
-                                                         isList: SchemaLoader.isListOutput(field.type), defaultListSize: defaultSize)
-            }
-        }
-        return LoadedShape(fields: fields, queryType: schema.queryType?.name, mutationType: schema.mutationType?.name)
     }
 
     /// Runs a parsed, validated document.
@@ -297,15 +292,10 @@ public final class GraphQLEngine: Sendable {
         var values = defaults
         for argument in field.arguments {
             let name = argument.name.value
-            switch argument.value {
-            case let value as StringValue: values[name] = value.value
-            case let value as IntValue: values[name] = value.value
-            case let value as FloatValue: values[name] = value.value
-            case let value as BooleanValue: values[name] = value.value ? "true" : "false"
-            case let value as EnumValue: values[name] = value.value
-            case let variable as Variable:
+            if let variable = argument.value as? Variable {
                 if let map = variables[variable.name.value] as? Map, let text = map.templateText { values[name] = text }
-            default: break
+            } else if let text = literalText(argument.value) {
+                values[name] = text
             }
         }
         return values

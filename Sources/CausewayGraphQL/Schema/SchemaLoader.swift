@@ -263,14 +263,7 @@ private struct BindingContext {
         if failed { return nil }
         var defaults: [String: String] = [:]
         for argument in field.arguments {
-            switch argument.defaultValue {
-            case let value as StringValue: defaults[argument.name.value] = value.value
-            case let value as IntValue: defaults[argument.name.value] = value.value
-            case let value as FloatValue: defaults[argument.name.value] = value.value
-            case let value as BooleanValue: defaults[argument.name.value] = value.value ? "true" : "false"
-            case let value as EnumValue: defaults[argument.name.value] = value.value
-            default: break
-            }
+            if let value = argument.defaultValue, let text = literalText(value) { defaults[argument.name.value] = text }
         }
         return RestBinding(upstream: upstream, method: method, path: path, bodyArgument: bodyArgument, batch: batch,
                            selector: selector, isList: Self.isList(field.type), argumentDefaults: defaults)
