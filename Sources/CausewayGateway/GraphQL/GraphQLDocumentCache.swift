@@ -1,3 +1,4 @@
+import CausewayGraphQL
 import COpenSSL
 import GraphQL
 import Synchronization
@@ -9,14 +10,28 @@ import Synchronization
 /// young one is full it becomes the old one and the previous old one is dropped. Every
 /// operation is O(1) and at most `capacity` entries are kept.
 final class GraphQLDocumentCache {
-    private var documents: Generations<Document>
+    private var documents: Generations<CachedDocument>
 
     init(capacity: Int) {
         documents = Generations(capacity: capacity)
     }
 
-    func document(for query: String) -> Document? { documents.get(query) }
-    func store(_ document: Document, for query: String) { documents.put(query, document) }
+    func document(for query: String) -> CachedDocument? { documents.get(query) }
+    func store(_ document: CachedDocument, for query: String) { documents.put(query, document) }
+}
+
+/// A valid document and the plans compiled for its operations (one per operation name and
+/// `@skip`/`@include` variables), so a repeated query also skips planning.
+final class CachedDocument {
+    let document: Document
+    var plans: [OperationPlan] = []
+    /// Operations (by name, "" for none) that declare no variables and were within the
+    /// route's limits: they need no measuring again.
+    var withinLimits: Set<String> = []
+
+    init(_ document: Document) {
+        self.document = document
+    }
 }
 
 /// A route's automatic persisted queries, by SHA-256, shared by all loops: a client registers
@@ -49,7 +64,7 @@ final class PersistedQueries: Sendable {
     }
 }
 
-private struct Generations<Value: Sendable>: Sendable {
+private struct Generations<Value> {
     let half: Int
     var young: [String: Value] = [:]
     var old: [String: Value] = [:]
@@ -73,3 +88,5 @@ private struct Generations<Value: Sendable>: Sendable {
         young[key] = value
     }
 }
+
+extension Generations: Sendable where Value: Sendable {}

@@ -118,40 +118,23 @@ struct GraphQLHTTPRequest: Sendable {
     }
 }
 
-/// The executor's way to upstreams: a hop onto the exchange's own event loop, where the call
-/// goes through that loop's pools.
+/// How GraphQL runs on a loop reach upstreams: `UpstreamCall`s through that loop's pools.
 final class GatewayRestTransport: RestTransport {
     private let eventLoop: any EventLoop
-    private let clusters: LoopClusters
+    private let clusters: [String: UpstreamCluster]
     private let timeout: TimeAmount
-
-    /// The loop's clusters, touched only inside `flatSubmit` on that loop. (NIOLoopBound would
-    /// say so too, but it must be made on the loop, and loop contexts are built before start.)
-    private struct LoopClusters: @unchecked Sendable {
-        let byName: [String: UpstreamCluster]
-    }
 
     init(eventLoop: any EventLoop, clusters: [String: UpstreamCluster], timeout: TimeAmount) {
         self.eventLoop = eventLoop
-        self.clusters = LoopClusters(byName: clusters)
+        self.clusters = clusters
         self.timeout = timeout
     }
 
-    func send(_ request: RestRequest) async throws(RestFailure) -> RestResponse {
-        let clusters = self.clusters
-        let timeout = self.timeout
-        let eventLoop = self.eventLoop
-        do {
-            return try await eventLoop.flatSubmit {
-                guard let cluster = clusters.byName[request.upstream] else {
-                    return eventLoop.makeFailedFuture(RestFailure.unavailable("upstream \"\(request.upstream)\" is not configured"))
-                }
-                return UpstreamCall(cluster: cluster, request: request, eventLoop: eventLoop).start(timeout: timeout)
-            }.get()
-        } catch let failure as RestFailure {
-            throw failure
-        } catch {
-            throw .unavailable("\(error)")
+    func send(_ request: RestRequest, done: @escaping (Result<RestResponse, RestFailure>) -> Void) {
+        guard let cluster = clusters[request.upstream] else {
+            done(.failure(.unavailable("upstream \"\(request.upstream)\" is not configured")))
+            return
         }
+        UpstreamCall(cluster: cluster, request: request, eventLoop: eventLoop, done: done).start(timeout: timeout)
     }
 }

@@ -44,7 +44,10 @@ struct GraphQLRoute: Sendable {
     }
 }
 
-/// One GraphQL request on its exchange: reads the body, runs each operation, answers.
+/// One GraphQL request on its exchange: reads the body, runs each operation on the exchange's
+/// loop (`OperationRun`, whose upstream calls go through this loop's pools), answers.
+/// GraphQLSwift's executor, which is async, is only reached for introspection and for
+/// operations that cannot run; its result comes back to the loop.
 final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
     private let exchange: Exchange
     private let route: GraphQLRoute
@@ -53,6 +56,13 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
     private var body = ByteBuffer()
     private var cancelled = false
     private var task: Task<Void, Never>?
+    // The request being run.
+    private var prepared: [Prepared] = []
+    private var outcomes: [GraphQLOutcome] = []
+    private var headers: [String: String] = [:]
+    private var upstreamCalls = 0
+    private var batched = false
+    private var wantsGraphQLResponse = false
 
     init(exchange: Exchange, route: GraphQLRoute, transport: GatewayRestTransport, cache: GraphQLDocumentCache) {
         self.exchange = exchange
@@ -106,51 +116,85 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
     // MARK: Running
 
     private func run(_ request: GraphQLHTTPRequest, isGet: Bool) {
-        let wantsGraphQLResponse = Self.acceptsGraphQLResponse(exchange.request.headerFields[.accept])
-        var headers: [String: String] = [:]
+        wantsGraphQLResponse = Self.acceptsGraphQLResponse(exchange.request.headerFields[.accept])
+        batched = request.batched
         for field in exchange.request.headerFields { headers[field.name.canonicalName] = field.value }
         headers["x-request-id"] = exchange.requestID
-        // Parsing, validation, limits and the caches happen here on the loop; only execution,
-        // which waits on upstreams, runs in a task.
-        let prepared = request.operations.map { Self.prepare($0, route: route, cache: cache, isGet: isGet) }
-        let context = OperationContext(transport: transport, headers: headers, eventLoop: exchange.eventLoop)
-        let loopBound = NIOLoopBound(self, eventLoop: exchange.eventLoop)
-        task = Self.launch(prepared, route: route, context: context) { outcomes, calls in
-            loopBound.value.respond(outcomes, batched: request.batched, graphQLResponse: wantsGraphQLResponse, calls: calls)
-        }
+        prepared = request.operations.map { Self.prepare($0, route: route, cache: cache, isGet: isGet) }
+        runOperation(0)
     }
 
-    /// An operation ready to execute, or the answer it already has.
-    enum Prepared: Sendable {
-        case ready(Document, operationName: String?, variables: [String: Map])
+    /// An operation ready to execute (its cache entry holds its plans), or the answer it
+    /// already has.
+    enum Prepared {
+        case ready(CachedDocument, operationName: String?, variables: [String: Map])
         case answered(GraphQLOutcome)
     }
 
-    /// Runs the operations off the loop (GraphQLSwift's executor is async) and hands the
-    /// outcomes back on the exchange's loop.
-    private static func launch(_ prepared: [Prepared], route: GraphQLRoute, context: OperationContext,
-                               eventLoopDone done: @escaping @Sendable ([GraphQLOutcome], Int) -> Void) -> Task<Void, Never> {
-        let eventLoop = context.eventLoop
-        return Task {
-            var outcomes: [GraphQLOutcome] = []
-            for operation in prepared {
-                switch operation {
-                case .answered(let outcome):
-                    outcomes.append(outcome)
-                case .ready(let document, let operationName, let variables):
-                    let result = await route.engine.execute(document: document, variables: variables,
-                                                            operationName: operationName, context: context)
-                    // No data and no error at a field's path: execution never started (bad
-                    // variables, unknown operation name), which is a request error.
-                    if result.data == nil && result.errors.allSatisfy({ $0.path.elements.isEmpty }) {
-                        outcomes.append(.requestError(result.errors))
-                    } else {
-                        outcomes.append(.executed(result))
-                    }
+    /// Runs operation `index`, then the next, then answers.
+    private func runOperation(_ index: Int) {
+        guard !cancelled else { return }
+        guard index < prepared.count else { return respond() }
+        let cached: CachedDocument
+        let operationName: String?
+        let provided: [String: Map]
+        switch prepared[index] {
+        case .answered(let outcome):
+            outcomes.append(outcome)
+            return runOperation(index + 1)
+        case .ready(let document, let name, let variables):
+            (cached, operationName, provided) = (document, name, variables)
+        }
+        let engine = route.engine
+        let document = cached.document
+        switch engine.prepare(document, operationName: operationName, variables: provided, plans: &cached.plans) {
+        case .requestErrors(let errors):
+            outcomes.append(.requestError(errors))
+            runOperation(index + 1)
+        case .graphQLSwift:
+            onLoop(after: { await engine.executeWithGraphQLSwift(document, operationName: operationName, variables: provided) }) {
+                exchange, result in
+                // No data and no error at a field's path: execution never started (an unknown
+                // operation name, say), which is a request error.
+                if result.data == nil && result.errors.allSatisfy({ $0.path.elements.isEmpty }) {
+                    exchange.outcomes.append(.requestError(result.errors))
+                } else {
+                    exchange.outcomes.append(.executed(result.dataJSON, result.errors))
                 }
+                exchange.runOperation(index + 1)
             }
-            let calls = context.upstreamCalls
-            eventLoop.execute { done(outcomes, calls) }
+        case .plan(let plan, let variables):
+            guard !plan.introspection.isEmpty else { return execute(plan, variables: variables, introspected: nil, index: index) }
+            let introspection = engine.introspectionDocument(document, plan: plan)
+            let name = plan.operationName
+            onLoop(after: { await engine.executeWithGraphQLSwift(introspection, operationName: name, variables: variables) }) {
+                exchange, result in
+                exchange.execute(plan, variables: variables, introspected: result, index: index)
+            }
+        }
+    }
+
+    private func execute(_ plan: OperationPlan, variables: [String: Map], introspected: GraphQLResult?, index: Int) {
+        var values: [String: Map] = [:]
+        if case .dictionary(let fields)? = introspected?.data { values = Dictionary(uniqueKeysWithValues: fields.map { ($0, $1) }) }
+        let run = OperationRun(plan: plan, engine: route.engine, variables: variables, headers: headers, transport: transport,
+                               introspected: values)
+        run.start { [self] data, errors in
+            upstreamCalls += run.upstreamCalls
+            outcomes.append(.executed(data, (introspected?.errors ?? []) + errors))
+            runOperation(index + 1)
+        }
+    }
+
+    /// Runs `work` (GraphQLSwift's async executor) in a task and continues with its result on
+    /// the exchange's loop.
+    private func onLoop(after work: @escaping @Sendable () async -> GraphQLResult,
+                        then next: @escaping (GraphQLExchange, GraphQLResult) -> Void) {
+        let eventLoop = exchange.eventLoop
+        let continuation = NIOLoopBound((self, next), eventLoop: eventLoop)
+        task = Task {
+            let result = await work()
+            eventLoop.execute { continuation.value.1(continuation.value.0, result) }
         }
     }
 
@@ -180,10 +224,11 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
         guard let query else {
             return .answered(.requestError(GraphQLError(message: "the request has no query")))
         }
-        let document: Document
-        if let cached = cache.document(for: query) {
-            document = cached
+        let cached: CachedDocument
+        if let known = cache.document(for: query) {
+            cached = known
         } else {
+            let document: Document
             do {
                 document = try parse(source: Source(body: query, name: "GraphQL request"))
             } catch let error as GraphQLError {
@@ -194,30 +239,34 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
             var errors = validate(schema: route.engine.loaded.schema, ast: document, rules: route.rules)
             if errors.isEmpty { errors = route.engine.fieldMergeErrors(document) }
             if !errors.isEmpty { return .answered(.requestError(errors)) }
-            cache.store(document, for: query)  // only valid documents are worth keeping
+            cached = CachedDocument(document)
+            cache.store(cached, for: query)  // only valid documents are worth keeping
         }
-        if isGet, let kind = Self.operationKind(document, name: operation.operationName), kind != .query {
+        let document = cached.document
+        let chosen = GraphQLEngine.operation(in: document, named: operation.operationName)
+        if isGet, let kind = chosen?.operation, kind != .query {
             return .answered(.methodNotAllowed)
         }
-        if let error = route.engine.check(route.limits, document: document, operationName: operation.operationName,
-                                          variables: operation.variables) {
-            return .answered(.requestError(error))
+        // An operation without variables measures the same every time: once within limits, it
+        // stays within them.
+        let limitsKey = operation.operationName ?? ""
+        if !cached.withinLimits.contains(limitsKey) {
+            if let error = route.engine.check(route.limits, document: document, operationName: operation.operationName,
+                                              variables: operation.variables) {
+                return .answered(.requestError(error))
+            }
+            if chosen?.variableDefinitions.isEmpty == true { cached.withinLimits.insert(limitsKey) }
         }
-        return .ready(document, operationName: operation.operationName, variables: operation.variables)
+        return .ready(cached, operationName: operation.operationName, variables: operation.variables)
     }
 
-    static func operationKind(_ document: Document, name: String?) -> OperationType? {
-        let operations = document.definitions.compactMap { $0 as? OperationDefinition }
-        let chosen = name.map { name in operations.first { $0.name?.value == name } } ?? operations.first
-        return chosen?.operation
-    }
 
     static func acceptsGraphQLResponse(_ accept: String?) -> Bool {
         accept?.lowercased().contains("application/graphql-response+json") ?? false
     }
 
-    private func respond(_ outcomes: [GraphQLOutcome], batched: Bool, graphQLResponse: Bool, calls: Int) {
-        guard !cancelled else { return }
+    private func respond() {
+        let graphQLResponse = wantsGraphQLResponse
         if outcomes.contains(where: { if case .methodNotAllowed = $0 { true } else { false } }) {
             var error = GatewayError(status: .methodNotAllowed, code: "method_not_allowed",
                                      message: "only queries may use GET; send mutations with POST")
@@ -232,47 +281,58 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
         var response = HTTPResponse(status: status)
         response.headerFields[.contentType] = graphQLResponse
             ? "application/graphql-response+json; charset=utf-8" : "application/json; charset=utf-8"
-        if route.config.debug { response.headerFields[HTTPField.Name("x-causeway-upstream-calls")!] = String(calls) }
-        let texts = outcomes.map { $0.json }
-        let text = batched ? "[" + texts.joined(separator: ",") + "]" : texts[0]
-        exchange.respond(response, body: ByteBuffer(string: text + "\n"))
+        if route.config.debug { response.headerFields[HTTPField.Name("x-causeway-upstream-calls")!] = String(upstreamCalls) }
+        var body = ByteBuffer()
+        body.reserveCapacity(outcomes.reduce(16) { $0 + $1.sizeHint })
+        if batched { body.writeStaticString("[") }
+        for (index, outcome) in outcomes.enumerated() {
+            if index > 0 { body.writeStaticString(",") }
+            outcome.write(into: &body)
+        }
+        if batched { body.writeStaticString("]") }
+        body.writeStaticString("\n")
+        exchange.respond(response, body: body)
     }
 }
 
-enum GraphQLOutcome: Sendable {
+enum GraphQLOutcome {
     case requestError([GraphQLError])
     case methodNotAllowed
-    case executed(GraphQLResult)
+    /// `data` as JSON (`null` when execution nulled it: it is still reported, spec §7.1.2).
+    case executed([UInt8], [GraphQLError])
 
     static func requestError(_ error: GraphQLError) -> Self { .requestError([error]) }
 
-    /// The response body. `data` is written straight from the result's `Map` (the Codable
-    /// encoder cost a twentieth of a request); errors, few and small, go through GraphQLSwift's.
-    var json: String {
+    var sizeHint: Int {
+        if case .executed(let data, _) = self { data.count + 64 } else { 256 }
+    }
+
+    /// The response object: `data` as the run wrote it, then the errors (few and small)
+    /// through GraphQLSwift's encoder. Requests that never ran have no `data` entry.
+    func write(into body: inout ByteBuffer) {
         let errors: [GraphQLError]
-        var data: String?
+        body.writeStaticString("{")
         switch self {
         case .requestError(let requestErrors):
             errors = requestErrors
         case .methodNotAllowed:
             errors = [GraphQLError(message: "method not allowed")]
-        case .executed(let result):
-            errors = result.errors
-            // Execution that nulled everything still reports "data": null (spec §7.1.2); only
-            // requests that never ran have no data entry.
-            data = (try? result.data?.jsonText()) ?? "null"
+        case .executed(let data, let executionErrors):
+            errors = executionErrors
+            body.writeStaticString(#""data":"#)
+            body.writeBytes(data)
+            if !errors.isEmpty { body.writeStaticString(",") }
         }
-        var parts: [String] = []
-        if let data { parts.append(#""data":"# + data) }
         if !errors.isEmpty {
             let encoder = GraphQLJSONEncoder()
             encoder.outputFormatting = [.withoutEscapingSlashes]
-            guard let encoded = try? encoder.encode(errors) else { return #"{"errors":[{"message":"the errors could not be encoded"}]}"# }
-            var text = String(decoding: encoded, as: UTF8.self)
+            var text = (try? encoder.encode(errors)).map { String(decoding: $0, as: UTF8.self) }
+                ?? #"[{"message":"the errors could not be encoded"}]"#
             // Errors that belong to no field carry no path (as graphql-js words them).
             if case .requestError = self { text = text.replacingOccurrences(of: #","path":[]"#, with: "") }
-            parts.append(#""errors":"# + text)
+            body.writeStaticString(#""errors":"#)
+            body.writeString(text)
         }
-        return "{" + parts.joined(separator: ",") + "}"
+        body.writeStaticString("}")
     }
 }

@@ -12,7 +12,8 @@ final class UpstreamCall {
 
     private let cluster: UpstreamCluster
     private let request: RestRequest
-    private let promise: EventLoopPromise<RestResponse>
+    private let eventLoop: any EventLoop
+    private var done: ((Result<RestResponse, RestFailure>) -> Void)?
     private var pool: (any UpstreamPool)?
     private var channel: (any UpstreamRequestChannel)?
     private var waiterID: Int?
@@ -21,33 +22,34 @@ final class UpstreamCall {
     private var body: ByteBuffer
     private var retried = false
     private var reused = false
-    private var done = false
 
-    init(cluster: UpstreamCluster, request: RestRequest, eventLoop: any EventLoop) {
+    /// `done` is called once, on `eventLoop` (which must be the cluster's).
+    init(cluster: UpstreamCluster, request: RestRequest, eventLoop: any EventLoop,
+         done: @escaping (Result<RestResponse, RestFailure>) -> Void) {
         self.cluster = cluster
         self.request = request
-        self.promise = eventLoop.makePromise()
+        self.eventLoop = eventLoop
+        self.done = done
         self.body = ByteBuffer()
     }
 
-    func start(timeout: TimeAmount) -> EventLoopFuture<RestResponse> {
-        timer = promise.futureResult.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
-            finish(.failure(RestFailure.timeout("no answer within the upstream timeout")))
+    func start(timeout: TimeAmount) {
+        timer = eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+            finish(.failure(.timeout("no answer within the upstream timeout")))
         }
         lease()
-        return promise.futureResult
     }
 
     private func lease() {
         guard let pool = cluster.pickPool() else {
-            finish(.failure(RestFailure.unavailable("no endpoint")))
+            finish(.failure(.unavailable("no endpoint")))
             return
         }
         self.pool = pool
         switch pool.lease(self) {
         case .leased(let channel): poolLeased(channel)
         case .pending(let id): waiterID = id
-        case .rejected: finish(.failure(RestFailure.unavailable("too many pending requests")))
+        case .rejected: finish(.failure(.unavailable("too many pending requests")))
         }
     }
 
@@ -66,25 +68,22 @@ final class UpstreamCall {
         return HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: request.method), uri: request.path, headers: headers)
     }
 
-    private func finish(_ result: Result<RestResponse, any Error>) {
-        guard !done else { return }
-        done = true
+    private func finish(_ result: Result<RestResponse, RestFailure>) {
+        guard let done else { return }
+        self.done = nil
         timer?.cancel()
         if let waiterID, let pool { pool.cancel(waiter: waiterID) }
         // Given up before the answer was complete: that connection is no good to anyone.
         channel?.cancel()
         channel = nil
-        switch result {
-        case .success(let response): promise.succeed(response)
-        case .failure(let error): promise.fail(error)
-        }
+        done(result)
     }
 }
 
 extension UpstreamCall: PoolWaiter {
     func poolLeased(_ channel: any UpstreamRequestChannel) {
         waiterID = nil
-        guard !done else {
+        guard done != nil else {
             channel.cancel()
             return
         }
@@ -111,7 +110,7 @@ extension UpstreamCall: UpstreamResponseSink {
     func upstreamResponseBody(_ chunk: ByteBuffer) {
         var chunk = chunk
         if body.readableBytes + chunk.readableBytes > Self.maxBody {
-            finish(.failure(RestFailure.invalidResponse("the answer is larger than 16 MiB")))
+            finish(.failure(.invalidResponse("the answer is larger than 16 MiB")))
             return
         }
         body.writeBuffer(&chunk)
@@ -129,17 +128,17 @@ extension UpstreamCall: UpstreamResponseSink {
         // As for proxied requests: a refused stream, or a reused keep-alive connection the
         // upstream had just closed, gets one more try when nothing was sent that could matter.
         let retryable = error == .refusedStream || (error == .closedEarly && reused && !responseStarted)
-        if retryable && !retried && request.body == nil && !done {
+        if retryable && !retried && request.body == nil && done != nil {
             retried = true
             lease()
             return
         }
         switch error {
-        case .connectTimeout: finish(.failure(RestFailure.timeout("connecting timed out")))
-        case .connectFailed(let reason), .tlsFailed(let reason): finish(.failure(RestFailure.unavailable(reason)))
-        case .closedEarly: finish(.failure(RestFailure.unavailable("the connection closed before the answer was complete")))
-        case .refusedStream: finish(.failure(RestFailure.unavailable("the stream was refused")))
-        case .invalidResponse(let reason): finish(.failure(RestFailure.invalidResponse(reason)))
+        case .connectTimeout: finish(.failure(.timeout("connecting timed out")))
+        case .connectFailed(let reason), .tlsFailed(let reason): finish(.failure(.unavailable(reason)))
+        case .closedEarly: finish(.failure(.unavailable("the connection closed before the answer was complete")))
+        case .refusedStream: finish(.failure(.unavailable("the stream was refused")))
+        case .invalidResponse(let reason): finish(.failure(.invalidResponse(reason)))
         }
     }
 

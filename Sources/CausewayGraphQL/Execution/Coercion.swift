@@ -14,15 +14,15 @@ struct Coercion {
     func inputType(_ ast: any GraphQL.`Type`) throws -> GraphQLInputType {
         switch ast {
         case let named as NamedType:
-            guard let type = schema.typeMap[named.name.value] as? GraphQLInputType else { throw Executor.Unsupported() }
+            guard let type = schema.typeMap[named.name.value] as? GraphQLInputType else { throw PlanBuilder.Unsupported() }
             return type
         case let list as ListType:
             return GraphQLList(try inputType(list.type))
         case let nonNull as NonNullType:
-            guard let inner = try inputType(nonNull.type) as? GraphQLNullableType else { throw Executor.Unsupported() }
-            return try GraphQLNonNull(inner)
+            guard let inner = try inputType(nonNull.type) as? GraphQLNullableType else { throw PlanBuilder.Unsupported() }
+            return GraphQLNonNull(inner)
         default:
-            throw Executor.Unsupported()
+            throw PlanBuilder.Unsupported()
         }
     }
 
@@ -42,7 +42,7 @@ struct Coercion {
                 do {
                     values[name] = try coerce(value, type)
                 } catch let reason as CoercionReason {
-                    let shown = (try? value.jsonText()) ?? "\(value)"
+                    let shown = JSONWriter.text(value)
                     errors.append(GraphQLError(message: "Variable \"$\(name)\" got invalid value \(shown); \(reason.text)",
                                                nodes: [definition]))
                 }
@@ -97,7 +97,7 @@ struct Coercion {
         case let enumeration as GraphQLEnumType:
             do { return try enumeration.parseValue(value: value) } catch { throw CoercionReason(text: Self.reason(error)) }
         default:
-            throw Executor.Unsupported()
+            throw PlanBuilder.Unsupported()
         }
     }
 
@@ -136,7 +136,7 @@ struct Coercion {
         case let enumeration as GraphQLEnumType:
             return try enumeration.parseLiteral(valueAST: value)
         default:
-            throw Executor.Unsupported()
+            throw PlanBuilder.Unsupported()
         }
     }
 }

@@ -39,9 +39,7 @@ public struct OperationLimits: Sendable {
         if tokens > maxTokens {
             return error("the document has \(tokens) tokens, more than the limit of \(maxTokens)", code: "MAX_TOKENS_EXCEEDED")
         }
-        let operations = document.definitions.compactMap { $0 as? OperationDefinition }
-        guard let operation = operationName.map({ name in operations.first { $0.name?.value == name } }) ?? operations.first
-        else { return nil }  // the executor reports a missing operation
+        guard let operation = GraphQLEngine.operation(in: document, named: operationName) else { return nil }  // the executor reports a missing operation
         var fragments: [String: FragmentDefinition] = [:]
         for case let fragment as FragmentDefinition in document.definitions { fragments[fragment.name.value] = fragment }
         let walker = Walker(fragments: fragments, shape: schema, variables: variables, defaultListSize: defaultListSize)

@@ -1,6 +1,4 @@
 import GraphQL
-import NIOCore
-import Synchronization
 
 /// One REST call a GraphQL operation needs.
 public struct RestRequest: Sendable, Hashable {
@@ -53,57 +51,8 @@ public enum RestFailure: Error, Sendable {
     }
 }
 
-/// How the executor reaches upstreams: the gateway implements it over its per-loop pools.
-public protocol RestTransport: Sendable {
-    func send(_ request: RestRequest) async throws(RestFailure) -> RestResponse
-}
-
-/// Everything one GraphQL request shares across its resolvers: the transport, the client
-/// headers templates may use, and the calls made so far, so an identical call is made once.
-/// Resolvers may run concurrently, hence the lock (held only to look up or store a task).
-public final class OperationContext: Sendable {
-    let transport: any RestTransport
-    let headers: [String: String]
-    /// Where the request's answer goes back to (the exchange's loop).
-    public let eventLoop: any EventLoop
-    private let calls = Mutex<[RestRequest: Task<Map, any Error>]>([:])
-    private let made = Atomic<Int>(0)
-
-    public init(transport: any RestTransport, headers: [String: String], eventLoop: any EventLoop) {
-        self.transport = transport
-        self.headers = headers
-        self.eventLoop = eventLoop
-    }
-
-    /// Upstream calls actually sent (after de-duplication), for the debug header.
-    public var upstreamCalls: Int { made.load(ordering: .relaxed) }
-
-    /// The JSON answer to `request`, from the one call made for it.
-    func fetch(_ request: RestRequest) async throws -> Map {
-        let task = calls.withLock { calls -> Task<Map, any Error> in
-            if let existing = calls[request] { return existing }
-            let transport = self.transport
-            made.add(1, ordering: .relaxed)
-            let task = Task<Map, any Error> {
-                let response: RestResponse
-                do throws(RestFailure) {
-                    response = try await transport.send(request)
-                } catch {
-                    throw error.graphQLError(upstream: request.upstream)
-                }
-                guard (200..<300).contains(response.status) else {
-                    throw RestFailure.status(response.status).graphQLError(upstream: request.upstream)
-                }
-                if response.body.isEmpty { return .null }
-                do {
-                    return try Map.decodeJSON(response.body)
-                } catch {
-                    throw RestFailure.invalidResponse("the answer is not JSON").graphQLError(upstream: request.upstream)
-                }
-            }
-            calls[request] = task
-            return task
-        }
-        return try await task.value
-    }
+/// How an `OperationRun` reaches upstreams: the gateway implements it over the per-loop pools
+/// of the loop the run is on. `done` is called once, on that loop.
+public protocol RestTransport: AnyObject {
+    func send(_ request: RestRequest, done: @escaping (Result<RestResponse, RestFailure>) -> Void)
 }

@@ -157,6 +157,12 @@ private final class UpstreamBehaviour: ChannelInboundHandler {
         } else if path.hasSuffix("/pets") {
             let pets = #"[{"__typename":"Dog","name":"Rex","barkVolume":3},{"__typename":"Cat","name":"Tom","meowVolume":5}]"#
             send(.ok, pets, head: head, context: context)
+        } else if path.hasSuffix("/json") {
+            // The answer is the `body` query parameter, percent-decoded: GraphQL tests write
+            // the upstream JSON they need into their schema's paths.
+            let body = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first?.split(separator: "&")
+                .first { $0.hasPrefix("body=") }?.dropFirst(5).removingPercentEncoding ?? "null"
+            send(.ok, body, head: head, context: context)
         } else if path.hasSuffix("/pet-untyped") {
             send(.ok, #"{"name":"Nobody knows"}"#, head: head, context: context)
         } else if path.hasSuffix("/events") {

@@ -1,0 +1,422 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import GraphQL
+import OrderedCollections
+
+/// RFC 8259 JSON parsed once into a flat list of entries over the original bytes: the
+/// executor reads upstream answers from here and writes strings and numbers to the response
+/// as the bytes they already are, so no per-value objects or strings are made. Object keys keep
+/// their order; integers stay integers.
+///
+/// Layout: a container's entry is followed by its members (an object's as key, value pairs),
+/// and `link` is the index after its last member, so any value is skipped in one step.
+/// Everything is validated here (grammar, escapes, surrogates, UTF-8), which is what makes
+/// copying raw bytes to the response safe.
+public struct JSONTape: Sendable {
+    public enum Kind: UInt8, Sendable {
+        case object, array, string, number, `true`, `false`, null
+    }
+
+    struct Entry: Sendable {
+        var kind: Kind
+        /// Strings: has escapes. Numbers: an integer (no fraction, no exponent).
+        var flag: Bool
+        /// Byte range: a string's contents (inside the quotes), a number's text, a container's
+        /// whole text.
+        var start: UInt32
+        var end: UInt32
+        /// Containers: the index of the entry after the last member; others: index + 1.
+        var link: UInt32
+    }
+
+    public private(set) var bytes: [UInt8]
+    private(set) var entries: [Entry]
+
+    public struct Failure: Error, CustomStringConvertible {
+        var offset: Int
+        var reason: String
+        public var description: String { "invalid JSON at byte \(offset): \(reason)" }
+    }
+
+    /// An empty tape, for `append(parsing:)`.
+    public init() {
+        bytes = []
+        entries = []
+    }
+
+    public init(parsing text: [UInt8]) throws(Failure) {
+        self.init()
+        _ = try append(parsing: text)
+    }
+
+    /// Parses `text` onto the end of this tape (so one tape holds all of a run's answers and a
+    /// value is just an entry index); returns the index of its root. Nothing is added when the
+    /// text is not JSON.
+    public mutating func append(parsing text: [UInt8]) throws(Failure) -> Int {
+        let base = bytes.count
+        let root = entries.count
+        guard base + text.count < Int(UInt32.max) else { throw Failure(offset: 0, reason: "larger than 4 GiB") }
+        entries.reserveCapacity(root + text.count / 4)
+        do {
+            try text.withUnsafeBufferPointer { buffer throws(Failure) in
+                var cursor = Cursor(bytes: buffer, base: UInt32(base))
+                cursor.skipSpace()
+                try cursor.value(depth: 0, into: &entries)
+                cursor.skipSpace()
+                guard cursor.index == buffer.count else { throw Failure(offset: cursor.index, reason: "text after the value") }
+            }
+        } catch {
+            entries.removeSubrange(root...)
+            throw error
+        }
+        bytes.append(contentsOf: text)
+        return root
+    }
+
+    // MARK: Reading
+
+    /// Reads the tape through pointers, without reference counting: valid only inside
+    /// `withView`, while the tape is not changed.
+    func withView<Result>(_ body: (View) throws -> Result) rethrows -> Result {
+        try bytes.withUnsafeBufferPointer { bytes in
+            try entries.withUnsafeBufferPointer { entries in try body(View(bytes: bytes, entries: entries)) }
+        }
+    }
+
+    /// The value at `index` as GraphQLSwift's `Map`.
+    public func map(_ index: Int = 0) -> Map {
+        withView { $0.map(index) }
+    }
+
+    struct View {
+        let bytes: UnsafeBufferPointer<UInt8>
+        let entries: UnsafeBufferPointer<Entry>
+
+        @inline(__always) func kind(_ index: Int) -> Kind { entries[index].kind }
+
+        /// Strings: has escapes. Numbers: an integer.
+        @inline(__always) func flag(_ index: Int) -> Bool { entries[index].flag }
+
+        /// The index after `index`'s value (and all it contains).
+        @inline(__always) func next(_ index: Int) -> Int { Int(entries[index].link) }
+
+        func rawRange(_ index: Int) -> Range<Int> { Int(entries[index].start)..<Int(entries[index].end) }
+
+        func raw(_ index: Int) -> UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(rebasing: bytes[rawRange(index)]) }
+
+        /// The value of `object`'s member `key` (its first: JSON objects should not repeat keys).
+        func member(_ object: Int, _ key: UnsafeBufferPointer<UInt8>) -> Int? {
+            var index = object + 1
+            let end = Int(entries[object].link)
+            while index < end {
+                let entry = entries[index]
+                if Int(entry.end - entry.start) == key.count || entry.flag {
+                    if entry.flag ? Array(string(index).utf8).elementsEqual(key)
+                        : memcmp(bytes.baseAddress! + Int(entry.start), key.baseAddress!, key.count) == 0
+                    {
+                        return index + 1
+                    }
+                }
+                index = Int(entries[index + 1].link)
+            }
+            return nil
+        }
+
+        func member(_ object: Int, _ key: [UInt8]) -> Int? {
+            key.withUnsafeBufferPointer { member(object, $0) }
+        }
+
+        /// The items of an array.
+        func items(_ array: Int) -> [Int] {
+            var out: [Int] = []
+            var index = array + 1
+            let end = Int(entries[array].link)
+            while index < end {
+                out.append(index)
+                index = next(index)
+            }
+            return out
+        }
+
+        /// A string's value, escapes decoded.
+        func string(_ index: Int) -> String {
+            let entry = entries[index]
+            let raw = UnsafeBufferPointer(rebasing: bytes[Int(entry.start)..<Int(entry.end)])
+            guard entry.flag else { return String(decoding: raw, as: UTF8.self) }
+            var out: [UInt8] = []
+            out.reserveCapacity(raw.count)
+            var offset = 0
+            while offset < raw.count {
+                let byte = raw[offset]
+                offset += 1
+                guard byte == UInt8(ascii: "\\") else {
+                    out.append(byte)
+                    continue
+                }
+                let escaped = raw[offset]
+                offset += 1
+                switch escaped {
+                case UInt8(ascii: "b"): out.append(0x08)
+                case UInt8(ascii: "f"): out.append(0x0C)
+                case UInt8(ascii: "n"): out.append(0x0A)
+                case UInt8(ascii: "r"): out.append(0x0D)
+                case UInt8(ascii: "t"): out.append(0x09)
+                case UInt8(ascii: "u"):
+                    var scalar = JSONTape.hex4(raw, offset)
+                    offset += 4
+                    if (0xD800..<0xDC00).contains(scalar) {  // validated: a low surrogate follows
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (JSONTape.hex4(raw, offset + 2) - 0xDC00)
+                        offset += 6
+                    }
+                    out.append(contentsOf: String(Character(Unicode.Scalar(scalar)!)).utf8)
+                default: out.append(escaped)  // \" \\ \/
+                }
+            }
+            return String(decoding: out, as: UTF8.self)
+        }
+
+        /// Text for a URL template or a batch key: strings as they are, numbers without a
+        /// trailing ".0", booleans as true/false; nil for null, arrays and objects.
+        func templateText(_ index: Int) -> String? {
+            switch entries[index].kind {
+            case .string: string(index)
+            case .number: flag(index) ? String(decoding: raw(index), as: UTF8.self) : map(index).templateText
+            case .true: "true"
+            case .false: "false"
+            default: nil
+            }
+        }
+
+        func map(_ index: Int) -> Map {
+            switch entries[index].kind {
+            case .null: return .null
+            case .true: return .bool(true)
+            case .false: return .bool(false)
+            case .string: return .string(string(index))
+            case .number:
+                let text = String(decoding: raw(index), as: UTF8.self)
+                if flag(index), let value = Int(text) { return .number(Number(value)) }
+                return .number(Number(Double(text) ?? 0))
+            case .array: return .array(items(index).map { map($0) })
+            case .object:
+                var fields = OrderedDictionary<String, Map>()
+                var member = index + 1
+                while member < next(index) {
+                    fields[string(member)] = map(member + 1)
+                    member = next(member + 1)
+                }
+                return .dictionary(fields)
+            }
+        }
+    }
+
+    static func hex4(_ bytes: UnsafeBufferPointer<UInt8>, _ offset: Int) -> UInt32 {
+        var value: UInt32 = 0
+        for byte in bytes[offset..<offset + 4] {
+            let digit: UInt8 = switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+            default: byte - UInt8(ascii: "A") + 10
+            }
+            value = value << 4 | UInt32(digit)
+        }
+        return value
+    }
+
+    // MARK: Parsing
+
+    private struct Cursor {
+        let bytes: UnsafeBufferPointer<UInt8>
+        /// Where these bytes will start in the tape's `bytes`.
+        let base: UInt32
+        var index = 0
+
+        init(bytes: UnsafeBufferPointer<UInt8>, base: UInt32) {
+            self.bytes = bytes
+            self.base = base
+        }
+
+        var offset: UInt32 { base + UInt32(index) }
+
+        func fail(_ reason: String) -> Failure { Failure(offset: index, reason: reason) }
+
+        var current: UInt8? { index < bytes.count ? bytes[index] : nil }
+
+        mutating func skipSpace() {
+            while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x0A || bytes[index] == 0x0D || bytes[index] == 0x09 {
+                index += 1
+            }
+        }
+
+        mutating func expect(_ literal: StaticString) throws(Failure) {
+            let count = literal.utf8CodeUnitCount
+            guard index + count <= bytes.count else { throw fail("unexpected end") }
+            for offset in 0..<count where bytes[index + offset] != literal.utf8Start[offset] { throw fail("unexpected character") }
+            index += count
+        }
+
+        mutating func scalar(_ kind: Kind, _ literal: StaticString, into entries: inout [Entry]) throws(Failure) {
+            let start = index
+            try expect(literal)
+            entries.append(Entry(kind: kind, flag: false, start: base + UInt32(start), end: offset, link: UInt32(entries.count + 1)))
+        }
+
+        mutating func value(depth: Int, into entries: inout [Entry]) throws(Failure) {
+            guard depth < 512 else { throw fail("nested too deeply") }
+            guard let byte = current else { throw fail("unexpected end") }
+            switch byte {
+            case UInt8(ascii: "{"), UInt8(ascii: "["): try container(depth: depth, into: &entries)
+            case UInt8(ascii: "\""): try string(into: &entries)
+            case UInt8(ascii: "t"): try scalar(.true, "true", into: &entries)
+            case UInt8(ascii: "f"): try scalar(.false, "false", into: &entries)
+            case UInt8(ascii: "n"): try scalar(.null, "null", into: &entries)
+            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): try number(into: &entries)
+            default: throw fail("unexpected character")
+            }
+        }
+
+        mutating func container(depth: Int, into entries: inout [Entry]) throws(Failure) {
+            let isObject = bytes[index] == UInt8(ascii: "{")
+            let close = isObject ? UInt8(ascii: "}") : UInt8(ascii: "]")
+            let slot = entries.count
+            entries.append(Entry(kind: isObject ? .object : .array, flag: false, start: offset, end: 0, link: 0))
+            index += 1
+            skipSpace()
+            if current == close {
+                index += 1
+            } else {
+                while true {
+                    skipSpace()
+                    if isObject {
+                        guard current == UInt8(ascii: "\"") else { throw fail("expected a key") }
+                        try string(into: &entries)
+                        skipSpace()
+                        guard current == UInt8(ascii: ":") else { throw fail("expected \":\"") }
+                        index += 1
+                        skipSpace()
+                    }
+                    try value(depth: depth + 1, into: &entries)
+                    skipSpace()
+                    if current == UInt8(ascii: ",") {
+                        index += 1
+                    } else if current == close {
+                        index += 1
+                        break
+                    } else {
+                        throw fail(isObject ? "expected \",\" or \"}\"" : "expected \",\" or \"]\"")
+                    }
+                }
+            }
+            entries[slot].end = offset
+            entries[slot].link = UInt32(entries.count)
+        }
+
+        mutating func string(into entries: inout [Entry]) throws(Failure) {
+            index += 1
+            let start = index
+            var escaped = false
+            var ascii = true
+            while true {
+                // Printable ASCII other than the quote and backslash is most of any string.
+                var plain = index  // a local: the loop keeps it in a register
+                while plain < bytes.count {
+                    let byte = bytes[plain]
+                    if byte &- 0x20 >= 0x60 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { break }
+                    plain += 1
+                }
+                index = plain
+                guard index < bytes.count else { throw fail("unterminated string") }
+                let byte = bytes[index]
+                if byte == UInt8(ascii: "\"") { break }
+                guard byte >= 0x20 else { throw fail("control character in a string") }
+                if byte >= 0x80 { ascii = false }
+                index += 1
+                guard byte == UInt8(ascii: "\\") else { continue }
+                escaped = true
+                guard let next = current else { throw fail("unterminated string") }
+                index += 1
+                switch next {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+                     UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                    continue
+                case UInt8(ascii: "u"):
+                    let scalar = try hex4()
+                    if (0xD800..<0xDC00).contains(scalar) {
+                        try expect("\\u")
+                        guard (0xDC00..<0xE000).contains(try hex4()) else { throw fail("invalid surrogate pair") }
+                    } else if (0xDC00..<0xE000).contains(scalar) {
+                        throw fail("invalid \\u escape")
+                    }
+                default:
+                    throw fail("invalid escape")
+                }
+            }
+            if !ascii {
+                var iterator = UnsafeBufferPointer(rebasing: bytes[start..<index]).makeIterator()
+                var decoder = UTF8()
+                decoding: while true {
+                    switch decoder.decode(&iterator) {
+                    case .scalarValue: continue
+                    case .emptyInput: break decoding
+                    case .error: throw fail("invalid UTF-8 in a string")
+                    }
+                }
+            }
+            entries.append(Entry(kind: .string, flag: escaped, start: base + UInt32(start), end: offset, link: UInt32(entries.count + 1)))
+            index += 1
+        }
+
+        mutating func hex4() throws(Failure) -> UInt32 {
+            guard index + 4 <= bytes.count else { throw fail("unterminated \\u escape") }
+            var value: UInt32 = 0
+            for _ in 0..<4 {
+                let byte = bytes[index]
+                let digit: UInt32 = switch byte {
+                case UInt8(ascii: "0")...UInt8(ascii: "9"): UInt32(byte - UInt8(ascii: "0"))
+                case UInt8(ascii: "a")...UInt8(ascii: "f"): UInt32(byte - UInt8(ascii: "a") + 10)
+                case UInt8(ascii: "A")...UInt8(ascii: "F"): UInt32(byte - UInt8(ascii: "A") + 10)
+                default: throw fail("invalid \\u escape")
+                }
+                value = value << 4 | digit
+                index += 1
+            }
+            return value
+        }
+
+        mutating func digits() {
+            while index < bytes.count, bytes[index] &- UInt8(ascii: "0") < 10 { index += 1 }
+        }
+
+        mutating func number(into entries: inout [Entry]) throws(Failure) {
+            let start = index
+            var integral = true
+            if current == UInt8(ascii: "-") { index += 1 }
+            guard let first = current, first &- UInt8(ascii: "0") < 10 else { throw fail("invalid number") }
+            if first == UInt8(ascii: "0") { index += 1 } else { digits() }
+            if current == UInt8(ascii: ".") {
+                integral = false
+                index += 1
+                guard let byte = current, byte &- UInt8(ascii: "0") < 10 else { throw fail("invalid number") }
+                digits()
+            }
+            if current == UInt8(ascii: "e") || current == UInt8(ascii: "E") {
+                integral = false
+                index += 1
+                if current == UInt8(ascii: "+") || current == UInt8(ascii: "-") { index += 1 }
+                guard let byte = current, byte &- UInt8(ascii: "0") < 10 else { throw fail("invalid number") }
+                digits()
+            }
+            entries.append(Entry(kind: .number, flag: integral, start: base + UInt32(start), end: offset, link: UInt32(entries.count + 1)))
+        }
+    }
+}
+
+/// JSON text into GraphQLSwift's `Map` (request bodies, variables), through the tape.
+public enum JSONParser {
+    public typealias Failure = JSONTape.Failure
+
+    public static func parse(_ bytes: [UInt8]) throws(Failure) -> Map {
+        try JSONTape(parsing: bytes).map()
+    }
+}
