@@ -22,8 +22,10 @@ struct GraphQLHTTPRequest: Sendable {
     var batched: Bool
 
     static func fromBody(_ body: ByteBuffer, contentType: String?, batching: GraphQLRouteConfig) -> Result<Self, GatewayError> {
-        let media = contentType?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased()
-        guard media == "application/json" || media == "application/graphql-response+json" else {
+        var media = contentType?.prefix { $0 != ";" }.drop { $0 == " " || $0 == "\t" }
+        while let last = media?.last, last == " " || last == "\t" { media = media?.dropLast() }
+        let lowered = media?.lowercased()
+        guard lowered == "application/json" || lowered == "application/graphql-response+json" else {
             return .failure(GatewayError(status: .unsupportedMediaType, code: "unsupported_media_type",
                                          message: "GraphQL POST bodies are application/json"))
         }

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import GraphQL
 import OrderedCollections
 
@@ -57,19 +54,22 @@ public struct JSONTape: Sendable {
         let base = bytes.count
         let root = entries.count
         guard base + text.count < Int(UInt32.max) else { throw Failure(offset: 0, reason: "larger than 4 GiB") }
-        entries.reserveCapacity(root + text.count / 4)
-        do {
-            try text.withUnsafeBufferPointer { buffer throws(Failure) in
-                var cursor = Cursor(bytes: buffer, base: UInt32(base))
-                cursor.skipSpace()
-                try cursor.value(depth: 0, into: &entries)
-                cursor.skipSpace()
-                guard cursor.index == buffer.count else { throw Failure(offset: cursor.index, reason: "text after the value") }
+        // Every entry starts at its own byte and all but the last are followed by a separator
+        // or a closing bracket, so a text of n bytes has at most n / 2 + 1 of them.
+        var failure: Failure?
+        let parsed = [Entry](unsafeUninitializedCapacity: text.count / 2 + 1) { buffer, count in
+            text.withUnsafeBufferPointer { text in
+                var parser = Parser(text: text, entries: buffer.baseAddress!, base: UInt32(base), first: UInt32(root))
+                do throws(Failure) {
+                    try parser.parse()
+                } catch {
+                    failure = error
+                }
+                count = parser.count
             }
-        } catch {
-            entries.removeSubrange(root...)
-            throw error
         }
+        if let failure { throw failure }
+        entries.append(contentsOf: parsed)
         bytes.append(contentsOf: text)
         return root
     }
@@ -111,12 +111,14 @@ public struct JSONTape: Sendable {
             let end = Int(entries[object].link)
             while index < end {
                 let entry = entries[index]
-                if Int(entry.end - entry.start) == key.count || entry.flag {
-                    if entry.flag ? Array(string(index).utf8).elementsEqual(key)
-                        : memcmp(bytes.baseAddress! + Int(entry.start), key.baseAddress!, key.count) == 0
-                    {
-                        return index + 1
-                    }
+                if entry.flag {
+                    if Array(string(index).utf8).elementsEqual(key) { return index + 1 }
+                } else if Int(entry.end - entry.start) == key.count {
+                    // Keys are short: a loop beats calling memcmp.
+                    var offset = 0
+                    let start = Int(entry.start)
+                    while offset < key.count && bytes[start + offset] == key[offset] { offset += 1 }
+                    if offset == key.count { return index + 1 }
                 }
                 index = Int(entries[index + 1].link)
             }
@@ -226,188 +228,232 @@ public struct JSONTape: Sendable {
 
     // MARK: Parsing
 
-    private struct Cursor {
-        let bytes: UnsafeBufferPointer<UInt8>
-        /// Where these bytes will start in the tape's `bytes`.
+    /// One pass over the text, without recursion (open containers on a stack of at most 512)
+    /// and with the position in a local, writing entries straight into their buffer.
+    private struct Parser {
+        let text: UnsafeBufferPointer<UInt8>
+        let entries: UnsafeMutablePointer<Entry>
+        /// Where the text starts in the tape's bytes, and its first entry in the tape's entries.
         let base: UInt32
-        var index = 0
+        let first: UInt32
+        var count = 0
 
-        init(bytes: UnsafeBufferPointer<UInt8>, base: UInt32) {
-            self.bytes = bytes
+        init(text: UnsafeBufferPointer<UInt8>, entries: UnsafeMutablePointer<Entry>, base: UInt32, first: UInt32) {
+            self.text = text
+            self.entries = entries
             self.base = base
+            self.first = first
         }
 
-        var offset: UInt32 { base + UInt32(index) }
+        static let maxDepth = 512
 
-        func fail(_ reason: String) -> Failure { Failure(offset: index, reason: reason) }
-
-        var current: UInt8? { index < bytes.count ? bytes[index] : nil }
-
-        mutating func skipSpace() {
-            while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x0A || bytes[index] == 0x0D || bytes[index] == 0x09 {
-                index += 1
-            }
-        }
-
-        mutating func expect(_ literal: StaticString) throws(Failure) {
-            let count = literal.utf8CodeUnitCount
-            guard index + count <= bytes.count else { throw fail("unexpected end") }
-            for offset in 0..<count where bytes[index + offset] != literal.utf8Start[offset] { throw fail("unexpected character") }
-            index += count
-        }
-
-        mutating func scalar(_ kind: Kind, _ literal: StaticString, into entries: inout [Entry]) throws(Failure) {
-            let start = index
-            try expect(literal)
-            entries.append(Entry(kind: kind, flag: false, start: base + UInt32(start), end: offset, link: UInt32(entries.count + 1)))
-        }
-
-        mutating func value(depth: Int, into entries: inout [Entry]) throws(Failure) {
-            guard depth < 512 else { throw fail("nested too deeply") }
-            guard let byte = current else { throw fail("unexpected end") }
-            switch byte {
-            case UInt8(ascii: "{"), UInt8(ascii: "["): try container(depth: depth, into: &entries)
-            case UInt8(ascii: "\""): try string(into: &entries)
-            case UInt8(ascii: "t"): try scalar(.true, "true", into: &entries)
-            case UInt8(ascii: "f"): try scalar(.false, "false", into: &entries)
-            case UInt8(ascii: "n"): try scalar(.null, "null", into: &entries)
-            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): try number(into: &entries)
-            default: throw fail("unexpected character")
-            }
-        }
-
-        mutating func container(depth: Int, into entries: inout [Entry]) throws(Failure) {
-            let isObject = bytes[index] == UInt8(ascii: "{")
-            let close = isObject ? UInt8(ascii: "}") : UInt8(ascii: "]")
-            let slot = entries.count
-            entries.append(Entry(kind: isObject ? .object : .array, flag: false, start: offset, end: 0, link: 0))
-            index += 1
-            skipSpace()
-            if current == close {
-                index += 1
-            } else {
-                while true {
-                    skipSpace()
-                    if isObject {
-                        guard current == UInt8(ascii: "\"") else { throw fail("expected a key") }
-                        try string(into: &entries)
-                        skipSpace()
-                        guard current == UInt8(ascii: ":") else { throw fail("expected \":\"") }
-                        index += 1
-                        skipSpace()
-                    }
-                    try value(depth: depth + 1, into: &entries)
-                    skipSpace()
-                    if current == UInt8(ascii: ",") {
-                        index += 1
-                    } else if current == close {
-                        index += 1
-                        break
+        mutating func parse() throws(Failure) {
+            let open = UnsafeMutablePointer<Int>.allocate(capacity: Self.maxDepth)
+            defer { open.deallocate() }
+            var depth = 0
+            var i = skipSpace(0)
+            while true {
+                // A value.
+                guard i < text.count else { throw Failure(offset: i, reason: "unexpected end") }
+                let byte = text[i]
+                switch byte {
+                case UInt8(ascii: "{"), UInt8(ascii: "["):
+                    guard depth < Self.maxDepth else { throw Failure(offset: i, reason: "nested too deeply") }
+                    let isObject = byte == UInt8(ascii: "{")
+                    open[depth] = count
+                    depth += 1
+                    add(isObject ? .object : .array, false, i, 0)
+                    i = skipSpace(i + 1)
+                    if i < text.count && text[i] == (isObject ? UInt8(ascii: "}") : UInt8(ascii: "]")) {
+                        i += 1
+                        depth -= 1
+                        close(open[depth], at: i)
                     } else {
-                        throw fail(isObject ? "expected \",\" or \"}\"" : "expected \",\" or \"]\"")
+                        if isObject { i = try key(i) }
+                        continue
                     }
+                case UInt8(ascii: "\""):
+                    i = try string(i)
+                case UInt8(ascii: "t"):
+                    i = try literal(i, "true", .true)
+                case UInt8(ascii: "f"):
+                    i = try literal(i, "false", .false)
+                case UInt8(ascii: "n"):
+                    i = try literal(i, "null", .null)
+                case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+                    i = try number(i)
+                default:
+                    throw Failure(offset: i, reason: "unexpected character")
+                }
+                // After a value: the next member, or the end of containers.
+                while true {
+                    i = skipSpace(i)
+                    guard depth > 0 else {
+                        guard i == text.count else { throw Failure(offset: i, reason: "text after the value") }
+                        return
+                    }
+                    guard i < text.count else { throw Failure(offset: i, reason: "unexpected end") }
+                    let container = open[depth - 1]
+                    let isObject = entries[container].kind == .object
+                    if text[i] == UInt8(ascii: ",") {
+                        i = skipSpace(i + 1)
+                        if isObject { i = try key(i) }
+                        break
+                    }
+                    guard text[i] == (isObject ? UInt8(ascii: "}") : UInt8(ascii: "]")) else {
+                        throw Failure(offset: i, reason: isObject ? "expected \",\" or \"}\"" : "expected \",\" or \"]\"")
+                    }
+                    i += 1
+                    depth -= 1
+                    close(container, at: i)
                 }
             }
-            entries[slot].end = offset
-            entries[slot].link = UInt32(entries.count)
         }
 
-        mutating func string(into entries: inout [Entry]) throws(Failure) {
-            index += 1
-            let start = index
+        @inline(__always)
+        mutating func add(_ kind: Kind, _ flag: Bool, _ start: Int, _ end: Int) {
+            entries[count] = Entry(kind: kind, flag: flag, start: base + UInt32(start), end: base + UInt32(end),
+                                   link: first + UInt32(count + 1))
+            count += 1
+        }
+
+        func close(_ container: Int, at end: Int) {
+            entries[container].end = base + UInt32(end)
+            entries[container].link = first + UInt32(count)
+        }
+
+        @inline(__always)
+        func skipSpace(_ start: Int) -> Int {
+            var i = start
+            while i < text.count {
+                let byte = text[i]
+                guard byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 else { break }
+                i += 1
+            }
+            return i
+        }
+
+        /// An object member's key and its colon.
+        mutating func key(_ start: Int) throws(Failure) -> Int {
+            guard start < text.count, text[start] == UInt8(ascii: "\"") else { throw Failure(offset: start, reason: "expected a key") }
+            let i = skipSpace(try string(start))
+            guard i < text.count, text[i] == UInt8(ascii: ":") else { throw Failure(offset: i, reason: "expected \":\"") }
+            return skipSpace(i + 1)
+        }
+
+        mutating func literal(_ start: Int, _ word: StaticString, _ kind: Kind) throws(Failure) -> Int {
+            let length = word.utf8CodeUnitCount
+            guard start + length <= text.count else { throw Failure(offset: start, reason: "unexpected end") }
+            for offset in 0..<length where text[start + offset] != word.utf8Start[offset] {
+                throw Failure(offset: start + offset, reason: "unexpected character")
+            }
+            add(kind, false, start, start + length)
+            return start + length
+        }
+
+        /// A string from its opening quote; the index after its closing one.
+        mutating func string(_ quote: Int) throws(Failure) -> Int {
+            let start = quote + 1
+            var i = start
             var escaped = false
             var ascii = true
             while true {
                 // Printable ASCII other than the quote and backslash is most of any string.
-                var plain = index  // a local: the loop keeps it in a register
-                while plain < bytes.count {
-                    let byte = bytes[plain]
+                while i < text.count {
+                    let byte = text[i]
                     if byte &- 0x20 >= 0x60 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { break }
-                    plain += 1
+                    i += 1
                 }
-                index = plain
-                guard index < bytes.count else { throw fail("unterminated string") }
-                let byte = bytes[index]
+                guard i < text.count else { throw Failure(offset: i, reason: "unterminated string") }
+                let byte = text[i]
                 if byte == UInt8(ascii: "\"") { break }
-                guard byte >= 0x20 else { throw fail("control character in a string") }
-                if byte >= 0x80 { ascii = false }
-                index += 1
-                guard byte == UInt8(ascii: "\\") else { continue }
+                guard byte >= 0x20 else { throw Failure(offset: i, reason: "control character in a string") }
+                i += 1
+                if byte >= 0x80 {
+                    ascii = false
+                    continue
+                }
+                // A backslash.
                 escaped = true
-                guard let next = current else { throw fail("unterminated string") }
-                index += 1
+                guard i < text.count else { throw Failure(offset: i, reason: "unterminated string") }
+                let next = text[i]
+                i += 1
                 switch next {
                 case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
                      UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
                     continue
                 case UInt8(ascii: "u"):
-                    let scalar = try hex4()
+                    let scalar = try hex4(i)
+                    i += 4
                     if (0xD800..<0xDC00).contains(scalar) {
-                        try expect("\\u")
-                        guard (0xDC00..<0xE000).contains(try hex4()) else { throw fail("invalid surrogate pair") }
+                        guard i + 1 < text.count, text[i] == UInt8(ascii: "\\"), text[i + 1] == UInt8(ascii: "u"),
+                            (0xDC00..<0xE000).contains(try hex4(i + 2))
+                        else { throw Failure(offset: i, reason: "invalid surrogate pair") }
+                        i += 6
                     } else if (0xDC00..<0xE000).contains(scalar) {
-                        throw fail("invalid \\u escape")
+                        throw Failure(offset: i, reason: "invalid \\u escape")
                     }
                 default:
-                    throw fail("invalid escape")
+                    throw Failure(offset: i - 1, reason: "invalid escape")
                 }
             }
             if !ascii {
-                var iterator = UnsafeBufferPointer(rebasing: bytes[start..<index]).makeIterator()
+                var iterator = UnsafeBufferPointer(rebasing: text[start..<i]).makeIterator()
                 var decoder = UTF8()
                 decoding: while true {
                     switch decoder.decode(&iterator) {
                     case .scalarValue: continue
                     case .emptyInput: break decoding
-                    case .error: throw fail("invalid UTF-8 in a string")
+                    case .error: throw Failure(offset: start, reason: "invalid UTF-8 in a string")
                     }
                 }
             }
-            entries.append(Entry(kind: .string, flag: escaped, start: base + UInt32(start), end: offset, link: UInt32(entries.count + 1)))
-            index += 1
+            add(.string, escaped, start, i)
+            return i + 1
         }
 
-        mutating func hex4() throws(Failure) -> UInt32 {
-            guard index + 4 <= bytes.count else { throw fail("unterminated \\u escape") }
+        func hex4(_ start: Int) throws(Failure) -> UInt32 {
+            guard start + 4 <= text.count else { throw Failure(offset: start, reason: "unterminated \\u escape") }
             var value: UInt32 = 0
-            for _ in 0..<4 {
-                let byte = bytes[index]
+            for byte in text[start..<start + 4] {
                 let digit: UInt32 = switch byte {
                 case UInt8(ascii: "0")...UInt8(ascii: "9"): UInt32(byte - UInt8(ascii: "0"))
                 case UInt8(ascii: "a")...UInt8(ascii: "f"): UInt32(byte - UInt8(ascii: "a") + 10)
                 case UInt8(ascii: "A")...UInt8(ascii: "F"): UInt32(byte - UInt8(ascii: "A") + 10)
-                default: throw fail("invalid \\u escape")
+                default: throw Failure(offset: start, reason: "invalid \\u escape")
                 }
                 value = value << 4 | digit
-                index += 1
             }
             return value
         }
 
-        mutating func digits() {
-            while index < bytes.count, bytes[index] &- UInt8(ascii: "0") < 10 { index += 1 }
+        @inline(__always)
+        func digits(_ start: Int) -> Int {
+            var i = start
+            while i < text.count, text[i] &- UInt8(ascii: "0") < 10 { i += 1 }
+            return i
         }
 
-        mutating func number(into entries: inout [Entry]) throws(Failure) {
-            let start = index
+        mutating func number(_ start: Int) throws(Failure) -> Int {
+            var i = start
             var integral = true
-            if current == UInt8(ascii: "-") { index += 1 }
-            guard let first = current, first &- UInt8(ascii: "0") < 10 else { throw fail("invalid number") }
-            if first == UInt8(ascii: "0") { index += 1 } else { digits() }
-            if current == UInt8(ascii: ".") {
+            if text[i] == UInt8(ascii: "-") { i += 1 }
+            guard i < text.count, text[i] &- UInt8(ascii: "0") < 10 else { throw Failure(offset: i, reason: "invalid number") }
+            i = text[i] == UInt8(ascii: "0") ? i + 1 : digits(i)
+            if i < text.count, text[i] == UInt8(ascii: ".") {
                 integral = false
-                index += 1
-                guard let byte = current, byte &- UInt8(ascii: "0") < 10 else { throw fail("invalid number") }
-                digits()
+                guard i + 1 < text.count, text[i + 1] &- UInt8(ascii: "0") < 10 else { throw Failure(offset: i, reason: "invalid number") }
+                i = digits(i + 1)
             }
-            if current == UInt8(ascii: "e") || current == UInt8(ascii: "E") {
+            if i < text.count, text[i] | 0x20 == UInt8(ascii: "e") {
                 integral = false
-                index += 1
-                if current == UInt8(ascii: "+") || current == UInt8(ascii: "-") { index += 1 }
-                guard let byte = current, byte &- UInt8(ascii: "0") < 10 else { throw fail("invalid number") }
-                digits()
+                i += 1
+                if i < text.count, text[i] == UInt8(ascii: "+") || text[i] == UInt8(ascii: "-") { i += 1 }
+                guard i < text.count, text[i] &- UInt8(ascii: "0") < 10 else { throw Failure(offset: i, reason: "invalid number") }
+                i = digits(i)
             }
-            entries.append(Entry(kind: .number, flag: integral, start: base + UInt32(start), end: offset, link: UInt32(entries.count + 1)))
+            add(.number, integral, start, i)
+            return i
         }
     }
 }

@@ -83,10 +83,11 @@ public final class OperationRun {
     /// A `@rest` field's value for one parent.
     enum Resolution {
         case value(Int)
-        /// A batched list field's matches.
-        case items(ArraySlice<Int>)
+        /// A batched list field's matches: entries in `matchedItems`.
+        case items(Range<Int>)
         case null
-        case failure(GraphQLError)
+        /// An error in `failures`.
+        case failure(Int)
     }
 
     struct Job {
@@ -94,11 +95,28 @@ public final class OperationRun {
         var parent: ObjectRef
     }
 
+    /// Plain values (copied per job, so no payloads to retain): a call, a batch and the
+    /// parent's slot in it (-1: the parent has no value to match by), a failure in `failures`,
+    /// or nothing to call for (an empty list or null).
     private enum Pending {
         case call(Int)
-        /// A batch, and the parent's slot in it (-1: the parent has no value to match by).
         case batch(Int, slot: Int)
-        case ready(Resolution)
+        case failed(Int)
+        case empty
+    }
+
+    /// The errors of `@rest` fields (plain indices keep `Resolution` free of references).
+    private(set) var failures: [GraphQLError] = []
+    /// Batched answers' items, grouped by the parent they match.
+    private(set) var matchedItems: [Int] = []
+
+    private func failure(_ error: GraphQLError) -> Int {
+        failures.append(error)
+        return failures.count - 1
+    }
+
+    private func fail(_ index: Int, _ error: GraphQLError) {
+        pending[index] = .failed(failure(error))
     }
 
     private struct Call {
@@ -111,9 +129,10 @@ public final class OperationRun {
     /// asked for, and, once answered, the items matched to each slot.
     private struct Batch {
         var call: Int
-        var binding: RestBinding
+        var field: FieldPlan
         var slots: BatchSlots
-        var matches: Result<(items: [Int], ranges: [Range<Int>]), GraphQLError>?
+        /// By slot: its items in `matchedItems`; or the failure.
+        var matches: Result<[Range<Int>], GraphQLError>?
     }
 
     private var batches: [Batch] = []
@@ -121,7 +140,7 @@ public final class OperationRun {
     private func run(_ jobs: [Job]) {
         guard !jobs.isEmpty else { return plan.isMutation ? nextRoot() : finish() }
         wave = jobs
-        pending = Array(repeating: .ready(.null), count: jobs.count)
+        pending = Array(repeating: .empty, count: jobs.count)
         issuing = true
         // The jobs of each field with a batch mapping, in order of appearance: one call serves
         // a field asked for many parents.
@@ -129,7 +148,7 @@ public final class OperationRun {
         var groups: [[Int]] = []
         var single: [Int] = []
         for (index, job) in jobs.enumerated() {
-            guard job.field.binding?.batch != nil else {
+            guard job.field.batched else {
                 single.append(index)
                 continue
             }
@@ -147,7 +166,7 @@ public final class OperationRun {
             let job = jobs[index]
             switch argumentValues(job.field) {
             case .success(let args): pending[index] = .call(call(singleRequest(job.field.binding!, args: args, parent: job.parent)))
-            case .failure(let error): pending[index] = .ready(.failure(error))
+            case .failure(let error): fail(index, error)
             }
         }
         issuing = false
@@ -163,7 +182,7 @@ public final class OperationRun {
         switch argumentValues(field) {
         case .success(let values): args = values
         case .failure(let error):
-            for member in members { pending[member] = .ready(.failure(error)) }
+            for member in members { fail(member, error) }
             return
         }
         var slots = BatchSlots(expected: members.count)
@@ -181,7 +200,7 @@ public final class OperationRun {
             }
         }
         guard !values.isEmpty else {
-            for member in members { pending[member] = .ready(binding.isList ? .items([]) : .null) }
+            for member in members { pending[member] = .empty }
             return
         }
         let path = batch.path.render { variable in
@@ -193,7 +212,7 @@ public final class OperationRun {
             }
         }
         let request = RestRequest(upstream: binding.upstream, method: "GET", path: path, body: nil, headers: headers)
-        batches.append(Batch(call: call(request), binding: binding, slots: slots))
+        batches.append(Batch(call: call(request), field: field, slots: slots))
     }
 
     /// The index of the call for `request`, made now unless an identical one was.
@@ -231,8 +250,9 @@ public final class OperationRun {
             for index in wave.indices {
                 let job = wave[index]
                 let resolution: Resolution = switch pending[index] {
-                case .ready(let ready): ready
-                case .call(let call): single(call, job.field.binding!, json)
+                case .failed(let failure): .failure(failure)
+                case .empty: job.field.listBinding ? .items(0..<0) : .null
+                case .call(let call): single(call, job.field, json)
                 case .batch(let batch, let slot): matched(batch, slot: slot, json)
                 }
                 resolved.set(resolution, parent: job.parent.entry, field: job.field.id)
@@ -242,11 +262,13 @@ public final class OperationRun {
         run(next)
     }
 
-    private func answer(_ index: Int, _ binding: RestBinding, _ json: JSONTape.View) -> Result<Int, GraphQLError> {
+    private func answer(_ index: Int, _ field: FieldPlan, _ json: JSONTape.View) -> Result<Int, GraphQLError> {
         guard let answer = calls[index].answer else { return .failure(GraphQLError(message: "no answer")) }
         switch answer {
         case .failure(let error): return .failure(error)
         case .success(var entry):
+            guard !field.selector.isEmpty else { return .success(entry) }
+            let binding = field.binding!
             for key in binding.selector {
                 guard json.kind(entry) == .object, let member = json.member(entry, Array(key.utf8)) else {
                     return .failure(GraphQLError(message: "the upstream answer has no \"\(binding.selector.joined(separator: "."))\"",
@@ -258,9 +280,9 @@ public final class OperationRun {
         }
     }
 
-    private func single(_ index: Int, _ binding: RestBinding, _ json: JSONTape.View) -> Resolution {
-        switch answer(index, binding, json) {
-        case .failure(let error): .failure(error)
+    private func single(_ index: Int, _ field: FieldPlan, _ json: JSONTape.View) -> Resolution {
+        switch answer(index, field, json) {
+        case .failure(let error): .failure(failure(error))
         case .success(let entry): .value(entry)
         }
     }
@@ -271,19 +293,19 @@ public final class OperationRun {
         if batches[index].matches == nil { batches[index].matches = match(batches[index], json) }
         switch batches[index].matches! {
         case .failure(let error):
-            return .failure(error)
-        case .success(let (items, ranges)):
-            let matches = slot >= 0 ? items[ranges[slot]] : []
-            if batches[index].binding.isList { return .items(matches) }
-            return matches.first.map { .value($0) } ?? .null
+            return .failure(failure(error))
+        case .success(let ranges):
+            let matches = slot >= 0 ? ranges[slot] : 0..<0
+            if batches[index].field.listBinding { return .items(matches) }
+            return matches.isEmpty ? .null : .value(matchedItems[matches.lowerBound])
         }
     }
 
     /// A batched answer's items, grouped by the slot whose value their key has (items whose
     /// key no parent has are dropped).
-    private func match(_ batch: Batch, _ json: JSONTape.View) -> Result<(items: [Int], ranges: [Range<Int>]), GraphQLError> {
-        let binding = batch.binding
-        switch answer(batch.call, binding, json) {
+    private func match(_ batch: Batch, _ json: JSONTape.View) -> Result<[Range<Int>], GraphQLError> {
+        let binding = batch.field.binding!
+        switch answer(batch.call, batch.field, json) {
         case .failure(let error):
             return .failure(error)
         case .success(let entry):
@@ -307,18 +329,18 @@ public final class OperationRun {
             // Grouped by slot, in the answer's order within each.
             var ranges: [Range<Int>] = []
             ranges.reserveCapacity(counts.count)
-            var start = 0
+            var start = matchedItems.count
             for count in counts {
                 ranges.append(start..<start + count)
                 start += count
             }
             var fill = ranges.map(\.lowerBound)
-            var items = [Int](repeating: 0, count: slotted.count)
+            matchedItems.append(contentsOf: repeatElement(0, count: slotted.count))
             for (slot, item) in slotted {
-                items[fill[slot]] = item
+                matchedItems[fill[slot]] = item
                 fill[slot] += 1
             }
-            return .success((items, ranges))
+            return .success(ranges)
         }
     }
 
@@ -341,7 +363,7 @@ public final class OperationRun {
         guard output.restBelow else { return }
         switch resolution {
         case .value(let entry): descend(output, entry, json, into: &jobs)
-        case .items(let entries): for entry in entries { descend(output.listItem, entry, json, into: &jobs) }
+        case .items(let range): for index in range { descend(output.listItem, matchedItems[index], json, into: &jobs) }
         case .null, .failure: return
         }
     }

@@ -82,6 +82,10 @@ final class FieldPlan {
     let binding: RestBinding?
     /// `binding.batch.parentField`, as bytes.
     let batchParentKey: [UInt8]
+    // From the binding, read per job (a copy of the whole binding each time was measurable).
+    let batched: Bool
+    let listBinding: Bool
+    let selector: [String]
     let output: OutputPlan
     let arguments: [String: GraphQLArgument]
 
@@ -97,6 +101,9 @@ final class FieldPlan {
         self.alternative = alternative
         self.binding = binding
         batchParentKey = Array((binding?.batch?.parentField ?? "").utf8)
+        batched = binding?.batch != nil
+        listBinding = binding?.isList ?? false
+        selector = binding?.selector ?? []
         self.output = output
         self.arguments = arguments
     }

@@ -13,10 +13,11 @@ struct ResponseWriter: ~Copyable {
     let program: WriterProgram
     let json: JSONTape.View
     let resolved: Resolutions
+    let matched: [Int]
     var out: OutputBuffer
     /// Where the writer is: a list index (>= 0) or a field (-1 - its id), made into an error's
     /// `path` only when one is recorded.
-    var path: [Int] = []
+    var path = PathStack()
     var errors: [GraphQLError] = []
 
     typealias Resolution = OperationRun.Resolution
@@ -26,7 +27,7 @@ struct ResponseWriter: ~Copyable {
     static func write(_ run: OperationRun) -> ([UInt8], [GraphQLError]) {
         run.tape.withView { json in
             let program = run.plan.program
-            var writer = ResponseWriter(run: run, program: program, json: json, resolved: run.resolved,
+            var writer = ResponseWriter(run: run, program: program, json: json, resolved: run.resolved, matched: run.matchedItems,
                                         out: OutputBuffer(capacity: json.bytes.count + 256))
             let data = writer.object(program.root, parent: -1) ? writer.out.bytes : JSONWriter.null
             return (data, writer.errors)
@@ -58,11 +59,16 @@ struct ResponseWriter: ~Copyable {
             var entry = json.member(parent, program.bytes(field.name))
             if entry == nil && field.alternative.start >= 0 { entry = json.member(parent, program.bytes(field.alternative)) }
             guard let entry else { return value(field.output, .null, field) }
+            // Most fields are leaves whose JSON is already right: write them without the
+            // general path's dispatch.
+            let node = program.nodes[Int(field.output)]
+            let leafNode = node.kind == .nonNull ? node.inner : field.output
+            if program.nodes[Int(leafNode)].kind == .leaf, fastLeaf(program.nodes[Int(leafNode)].leaf, entry) { return true }
             return value(field.output, .value(entry), field)
         case .rest:
             let resolution = resolved.get(parent: parent, field: Int(field.id)) ?? .null
-            if case .failure(let error) = resolution {
-                record(error, field)
+            if case .failure(let failure) = resolution {
+                record(run.failures[failure], field)
                 guard program.nodes[Int(field.output)].kind != .nonNull else { return false }
                 out.append(contentsOf: JSONWriter.null)
                 return true
@@ -111,10 +117,10 @@ struct ResponseWriter: ~Copyable {
         case .null, .failure:
             out.append(contentsOf: JSONWriter.null)
             return true
-        case .items(let entries):
+        case .items(let range):
             // A batched list field's matches (its node is the list, under non-null or not).
             let list = output.kind == .nonNull ? program.nodes[Int(output.inner)] : output
-            return self.list(list.kind == .list ? list.inner : node, entries: entries, field)
+            return self.list(list.kind == .list ? list.inner : node, entries: matched[range], field)
         case .value(let valueEntry):
             entry = valueEntry
         }
@@ -168,10 +174,10 @@ struct ResponseWriter: ~Copyable {
 
     private mutating func list(_ item: Int32, entries: ArraySlice<Int>, _ field: WriterProgram.Field) -> Bool {
         out.append(UInt8(ascii: "["))
-        for (index, entry) in entries.enumerated() {
+        for index in 0..<entries.count {
             if index > 0 { out.append(UInt8(ascii: ",")) }
             path.append(index)
-            let written = value(item, .value(entry), field)
+            let written = value(item, .value(entries[entries.startIndex + index]), field)
             path.removeLast()
             if !written { return false }
         }
@@ -183,50 +189,59 @@ struct ResponseWriter: ~Copyable {
 
     // MARK: Leaves
 
+    /// The built-in scalars straight from the JSON's bytes when they already are what the type
+    /// allows (unescaped strings, integers in range, short decimals); false for anything else,
+    /// with nothing written.
+    @inline(__always)
+    private mutating func fastLeaf(_ leaf: OutputPlan.Leaf, _ entry: Int) -> Bool {
+        let kind = json.kind(entry)
+        let raw = json.raw(entry)
+        switch (leaf, kind) {
+        case (.string, .string), (.id, .string):
+            guard !json.flag(entry) else { return false }
+            quoted(raw)
+        case (.boolean, .true), (.boolean, .false):
+            out.append(contentsOf: raw)
+        case (.id, .number) where json.flag(entry) && raw.count <= 15:
+            quoted(raw)
+        case (.int, .number) where json.flag(entry) && raw.count <= 10:
+            if raw.count == 10 {
+                guard let value = Int(String(decoding: raw, as: UTF8.self)), Int32(exactly: value) != nil else { return false }
+            }
+            out.append(contentsOf: raw)
+        case (.float, .number):
+            if json.flag(entry) && raw.count <= 15 {
+                out.append(contentsOf: raw)
+            } else if let short = Self.shortDecimal(raw) {
+                out.append(contentsOf: short)
+            } else {
+                return false
+            }
+        default:
+            return false
+        }
+        return true
+    }
+
     private mutating func quoted(_ raw: UnsafeBufferPointer<UInt8>) {
         out.append(UInt8(ascii: "\""))
         out.append(contentsOf: raw)
         out.append(UInt8(ascii: "\""))
     }
 
-    /// The built-in scalars and enums straight from the JSON's bytes when they already are
-    /// what the type allows; anything else through GraphQLSwift's `serialize`, for its
-    /// coercions and error messages.
+    /// A leaf: built-in scalars through `fastLeaf`, enums whose value is one of theirs as it
+    /// is, anything else through `serialize` (coercions and their errors).
     private mutating func leaf(_ node: Int32, _ leaf: OutputPlan.Leaf, _ entry: Int, _ field: WriterProgram.Field) -> Bool {
+        if fastLeaf(leaf, entry) { return true }
         let kind = json.kind(entry)
-        let raw = json.raw(entry)
         switch (leaf, kind) {
-        case (.string, .string), (.id, .string):
-            if json.flag(entry) {  // escaped: written again the canonical way (no "\/", UTF-8 as is)
-                var text: [UInt8] = []
-                JSONWriter.writeString(json.string(entry), into: &text)
-                out.append(contentsOf: text)
-            } else {
-                quoted(raw)
-            }
+        case (.string, .string), (.id, .string):  // escaped: written again the canonical way (no "\/", UTF-8 as is)
+            var text: [UInt8] = []
+            JSONWriter.writeString(json.string(entry), into: &text)
+            out.append(contentsOf: text)
             return true
-        case (.boolean, .true), (.boolean, .false):
-            out.append(contentsOf: raw)
-            return true
-        case (.id, .number) where json.flag(entry) && raw.count <= 15:
-            quoted(raw)
-            return true
-        case (.int, .number) where json.flag(entry) && raw.count <= 10:
-            if raw.count == 10 {
-                guard let value = Int(String(decoding: raw, as: UTF8.self)), Int32(exactly: value) != nil else { break }
-            }
-            out.append(contentsOf: raw)
-            return true
-        case (.float, .number):
-            if json.flag(entry) && raw.count <= 15 {
-                out.append(contentsOf: raw)
-                return true
-            }
-            if let short = Self.shortDecimal(raw) {
-                out.append(contentsOf: short)
-                return true
-            }
         case (.enumeration, .string) where !json.flag(entry):
+            let raw = json.raw(entry)
             if program.outputs[Int(node)].enumNames.contains(String(decoding: raw, as: UTF8.self)) {
                 quoted(raw)
                 return true
@@ -320,7 +335,7 @@ struct ResponseWriter: ~Copyable {
 
     private mutating func record(_ error: GraphQLError, _ field: WriterProgram.Field) {
         let fields = run.plan.fields
-        let path: [IndexPathValue] = path.map { $0 >= 0 ? .index($0) : .key(fields[-1 - $0].key) }
+        let path: [IndexPathValue] = path.elements.map { $0 >= 0 ? .index($0) : .key(fields[-1 - $0].key) }
         errors.append(GraphQLError(message: error.message, nodes: fields[Int(field.id)].asts, path: IndexPath(path),
                                    extensions: error.extensions))
     }
@@ -371,6 +386,34 @@ struct OutputBuffer: ~Copyable {
         base = larger
         self.capacity = capacity
     }
+}
+
+/// The writer's place, pushed and popped for every field and list item (through a pointer, for
+/// the same reason as `OutputBuffer`).
+struct PathStack: ~Copyable {
+    private var base = UnsafeMutablePointer<Int>.allocate(capacity: 32)
+    private var capacity = 32
+    private var count = 0
+
+    deinit { base.deallocate() }
+
+    @inline(__always) mutating func append(_ step: Int) {
+        if count == capacity {
+            let larger = UnsafeMutablePointer<Int>.allocate(capacity: capacity * 2)
+            larger.update(from: base, count: count)
+            base.deallocate()
+            base = larger
+            capacity *= 2
+        }
+        base[count] = step
+        count += 1
+    }
+
+    @inline(__always) mutating func removeLast() {
+        count -= 1
+    }
+
+    var elements: [Int] { Array(UnsafeBufferPointer(start: base, count: count)) }
 }
 
 /// Compact JSON text for GraphQLSwift's `Map` (object keys in their order; `/` and non-ASCII

@@ -7,7 +7,20 @@ public struct RestRequest: Sendable, Hashable {
     /// Path and query, already rendered and URL-encoded.
     public var path: String
     public var body: [UInt8]?
+    /// The client's headers (the transport forwards the ones upstreams may need). The same for
+    /// every call of a request, so not part of what makes two calls identical.
     public var headers: [String: String]
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.path == rhs.path && lhs.upstream == rhs.upstream && lhs.method == rhs.method && lhs.body == rhs.body
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(path)
+        hasher.combine(upstream)
+        hasher.combine(method)
+        hasher.combine(body)
+    }
 }
 
 public struct RestResponse: Sendable {

@@ -103,31 +103,51 @@ public struct PathTemplate: Sendable, Equatable {
     /// literal commas (one value for `$args`/`$parent`/`$headers`, the distinct parent values for
     /// `$batch`); no value leaves the place empty.
     public func render(_ values: (Variable) -> [String]) -> String {
-        var out = ""
+        var out: [UInt8] = []
+        out.reserveCapacity(128)
         for part in parts {
             switch part {
-            case .literal(let text): out += text
-            case .variable(let variable): out += values(variable).map(Self.encode).joined(separator: ",")
+            case .literal(let text):
+                out.append(contentsOf: text.utf8)
+            case .variable(let variable):
+                for (index, value) in values(variable).enumerated() {
+                    if index > 0 { out.append(UInt8(ascii: ",")) }
+                    Self.encode(value, into: &out)
+                }
             }
         }
-        return out
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    @inline(__always)
+    static func isUnreserved(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+            true
+        default:
+            false
+        }
     }
 
     /// Percent-encodes everything outside RFC 3986's unreserved set (commas in batch lists are
     /// added after encoding each value, so they stay literal).
     public static func encode(_ text: String) -> String {
-        var out = ""
+        var out: [UInt8] = []
+        encode(text, into: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func encode(_ text: String, into out: inout [UInt8]) {
+        let hex: StaticString = "0123456789ABCDEF"
         for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"),
-                 UInt8(ascii: "~"):
-                out.unicodeScalars.append(Unicode.Scalar(byte))
-            default:
-                let hex = Array("0123456789ABCDEF".utf8)
-                out += "%" + String(decoding: [hex[Int(byte >> 4)], hex[Int(byte & 15)]], as: UTF8.self)
+            if isUnreserved(byte) {
+                out.append(byte)
+            } else {
+                out.append(UInt8(ascii: "%"))
+                out.append(hex.utf8Start[Int(byte >> 4)])
+                out.append(hex.utf8Start[Int(byte & 15)])
             }
         }
-        return out
     }
 }

@@ -48,8 +48,12 @@ import Testing
 
     @Test func refusesWhatRFC8259Refuses() {
         for bad in [#"{"a":1,}"#, "[1,]", #"{"a" 1}"#, #""unterminated"#, "01", "1.", "-", ".5", "tru", "[1] 2",
-                    #""\x""#, "\"\u{01}\"", #""\ud83d""#, String(repeating: "[", count: 600) + String(repeating: "]", count: 600), ""] {
+                    #""\x""#, "\"\u{01}\"", #""\ud83d""#, #""\ud83d\u0041""#, #""\udc00""#, "[1 2]", #"{"a":1 "b":2}"#,
+                    #"{"a"}"#, #"{1:2}"#, "1e", "-01", "[", #"{"a":"#, String(repeating: "[", count: 600) + String(repeating: "]", count: 600), ""] {
             #expect(throws: JSONParser.Failure.self, "\(bad.prefix(20))") { try parse(bad) }
+        }
+        for bytes: [UInt8] in [[0x22, 0xC3, 0x28, 0x22], [0x22, 0xED, 0xA0, 0x80, 0x22], [0x22, 0xF8, 0x22]] {  // not UTF-8
+            #expect(throws: JSONParser.Failure.self) { try JSONParser.parse(bytes) }
         }
     }
 }
