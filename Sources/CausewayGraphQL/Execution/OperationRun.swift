@@ -131,9 +131,15 @@ public final class OperationRun {
         var call: Int
         var field: FieldPlan
         var slots: BatchSlots
-        /// By slot: its items in `matchedItems`; or the failure.
-        var matches: Result<[Range<Int>], GraphQLError>?
+        var listField: Bool
+        /// Once the answer is matched: where its slots' ranges (of `matchedItems`) start in
+        /// `slotRanges`, or the failure (plain values: this is read once per parent).
+        var matched = false
+        var firstRange = 0
+        var failure: Int?
     }
+
+    private var slotRanges: [Range<Int>] = []
 
     private var batches: [Batch] = []
 
@@ -212,7 +218,7 @@ public final class OperationRun {
             }
         }
         let request = RestRequest(upstream: binding.upstream, method: "GET", path: path, body: nil, headers: headers)
-        batches.append(Batch(call: call(request), field: field, slots: slots))
+        batches.append(Batch(call: call(request), field: field, slots: slots, listField: field.listBinding))
     }
 
     /// The index of the call for `request`, made now unless an identical one was.
@@ -290,20 +296,21 @@ public final class OperationRun {
     /// A batched field's value for the parent in `slot`: all its matches for a list field,
     /// else the first or null.
     private func matched(_ index: Int, slot: Int, _ json: JSONTape.View) -> Resolution {
-        if batches[index].matches == nil { batches[index].matches = match(batches[index], json) }
-        switch batches[index].matches! {
-        case .failure(let error):
-            return .failure(failure(error))
-        case .success(let ranges):
-            let matches = slot >= 0 ? ranges[slot] : 0..<0
-            if batches[index].field.listBinding { return .items(matches) }
-            return matches.isEmpty ? .null : .value(matchedItems[matches.lowerBound])
+        if !batches[index].matched {
+            batches[index].matched = true
+            batches[index].firstRange = slotRanges.count
+            if case .failure(let error) = match(batches[index], json) { batches[index].failure = failure(error) }
         }
+        if let failure = batches[index].failure { return .failure(failure) }
+        let matches = slot >= 0 ? slotRanges[batches[index].firstRange + slot] : 0..<0
+        if batches[index].listField { return .items(matches) }
+        return matches.isEmpty ? .null : .value(matchedItems[matches.lowerBound])
     }
 
     /// A batched answer's items, grouped by the slot whose value their key has (items whose
     /// key no parent has are dropped).
-    private func match(_ batch: Batch, _ json: JSONTape.View) -> Result<[Range<Int>], GraphQLError> {
+    /// Appends the batch's ranges to `slotRanges`, its items to `matchedItems`.
+    private func match(_ batch: Batch, _ json: JSONTape.View) -> Result<Void, GraphQLError> {
         let binding = batch.field.binding!
         switch answer(batch.call, batch.field, json) {
         case .failure(let error):
@@ -327,20 +334,20 @@ public final class OperationRun {
                 item = json.next(item)
             }
             // Grouped by slot, in the answer's order within each.
-            var ranges: [Range<Int>] = []
-            ranges.reserveCapacity(counts.count)
             var start = matchedItems.count
+            var fill: [Int] = []
+            fill.reserveCapacity(counts.count)
             for count in counts {
-                ranges.append(start..<start + count)
+                slotRanges.append(start..<start + count)
+                fill.append(start)
                 start += count
             }
-            var fill = ranges.map(\.lowerBound)
             matchedItems.append(contentsOf: repeatElement(0, count: slotted.count))
             for (slot, item) in slotted {
                 matchedItems[fill[slot]] = item
                 fill[slot] += 1
             }
-            return .success(ranges)
+            return .success(())
         }
     }
 

@@ -365,7 +365,13 @@ struct OutputBuffer: ~Copyable {
 
     @inline(__always) mutating func append(contentsOf bytes: UnsafeBufferPointer<UInt8>) {
         if count + bytes.count > capacity { grow(to: count + bytes.count) }
-        if let source = bytes.baseAddress { (base + count).update(from: source, count: bytes.count) }
+        guard let source = bytes.baseAddress else { return }
+        if bytes.count <= 16 {
+            // Keys and values are mostly this short: a loop beats calling memmove.
+            for offset in 0..<bytes.count { base[count + offset] = source[offset] }
+        } else {
+            (base + count).update(from: source, count: bytes.count)
+        }
         count += bytes.count
     }
 
