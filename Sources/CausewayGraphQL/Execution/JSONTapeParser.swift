@@ -105,6 +105,7 @@ extension JSONTape {
         }
 
         /// An object member's key and its colon.
+        @inline(__always)
         mutating func key(_ start: Int) throws(Failure) -> Int {
             guard start < text.count, text[start] == UInt8(ascii: "\"") else { throw Failure(offset: start, reason: "expected a key") }
             let i = skipSpace(try string(start))
@@ -123,6 +124,7 @@ extension JSONTape {
         }
 
         /// A string from its opening quote; the index after its closing one.
+        @inline(__always)
         mutating func string(_ quote: Int) throws(Failure) -> Int {
             let start = quote + 1
             var i = start
@@ -205,6 +207,7 @@ extension JSONTape {
             return i
         }
 
+        @inline(__always)
         mutating func number(_ start: Int) throws(Failure) -> Int {
             var i = start
             var integral = true

@@ -75,7 +75,7 @@ public final class OperationRun {
     // MARK: Waves
 
     /// An object's entry on the tape; the root value has none.
-    struct ObjectRef: Hashable {
+    struct ObjectRef {
         var entry: Int
         static let root = ObjectRef(entry: -1)
     }

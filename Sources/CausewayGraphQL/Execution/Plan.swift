@@ -37,8 +37,8 @@ public final class OperationPlan {
     }
 }
 
-// The plan's parts are classes with `let` properties and payload-free enums: the writer
-// walks them for every value it writes, and this shape costs no reference counting there.
+// The plan's parts are classes with `let` properties and payload-free enums, which the run
+// walks cheaply; the writer walks their lowered form, `WriterProgram`.
 
 /// The fields one selection selects on one object type.
 final class SelectionPlan {
