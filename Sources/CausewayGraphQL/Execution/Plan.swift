@@ -148,8 +148,6 @@ final class OutputPlan {
 
     static var string: OutputPlan { OutputPlan(kind: .leaf, leaf: .string) }
 
-    var isNonNull: Bool { kind == .nonNull }
-
     /// The item of a list (under its non-null wrapper, if any).
     var listItem: OutputPlan {
         switch kind {

@@ -22,21 +22,6 @@ public struct RestBinding: Sendable {
     public var selector: [String]
     /// The field returns a list (a batched answer gives each parent all its matches).
     public var isList: Bool
-    /// Argument defaults from the schema, as template text.
-    public var argumentDefaults: [String: String]
-}
-
-/// A literal argument value as template text (strings as they are, numbers as written,
-/// booleans as true/false, enum values by name); nil for lists, objects, null and variables.
-func literalText(_ value: any Value) -> String? {
-    switch value {
-    case let value as StringValue: value.value
-    case let value as IntValue: value.value
-    case let value as FloatValue: value.value
-    case let value as BooleanValue: value.value ? "true" : "false"
-    case let value as EnumValue: value.value
-    default: nil
-    }
 }
 
 /// A URL template such as `/users/{$args.id}?limit={$args.limit}`: literal text and variables,

@@ -261,12 +261,8 @@ private struct BindingContext {
         }
         let selector = string("selector")?.0.split(separator: ".").map(String.init) ?? []
         if failed { return nil }
-        var defaults: [String: String] = [:]
-        for argument in field.arguments {
-            if let value = argument.defaultValue, let text = literalText(value) { defaults[argument.name.value] = text }
-        }
         return RestBinding(upstream: upstream, method: method, path: path, bodyArgument: bodyArgument, batch: batch,
-                           selector: selector, isList: Self.isList(field.type), argumentDefaults: defaults)
+                           selector: selector, isList: Self.isList(field.type))
     }
 
     static func isList(_ type: any GraphQL.`Type`) -> Bool {

@@ -30,8 +30,8 @@ import Testing
           nick: String @from(name: "nickname")
           role: Role
           teamId: ID
-          team: Team @rest(upstream: "origin", path: "/never-called/{$parent.teamId}",
-                           batch: {path: "\(json(teams))&ids={$batch.teamId}", key: "id"}, selector: "data.items")
+          team(size: String = "all"): Team @rest(upstream: "origin", path: "/never-called/{$parent.teamId}",
+                           batch: {path: "\(json(teams))&ids={$batch.teamId}&size={$args.size}", key: "id"}, selector: "data.items")
         }
         type Team { id: ID!, name: String! }
         enum Role { ADMIN, USER }
@@ -110,6 +110,7 @@ import Testing
             #expect(teams.body == #"{"data":{"people":[{"nick":"an","team":{"name":"Seven"}},{"nick":null,"team":{"name":"Eight"}}]}}"# + "\n",
                     "\(teams.body)")
             #expect(teams.header("x-causeway-upstream-calls") == "2", "people, then one batched call for both teams")
+            #expect(gateway.upstream.lastPath.hasSuffix("&ids=7,8&size=all"), "distinct parent values, the argument's default: \(gateway.upstream.lastPath)")
         }
     }
 

@@ -58,6 +58,8 @@ final class TestUpstream: Sendable {
     var connections: Int { stats.connections.load(ordering: .relaxed) }
     var requests: Int { stats.requests.load(ordering: .relaxed) }
     var lastHeaders: [(String, String)] { stats.lastHeaders.withLock { $0 } }
+    /// The last request's path and query.
+    var lastPath: String { stats.lastPath.withLock { $0 } }
     func lastHeader(_ name: String) -> [String] {
         lastHeaders.filter { $0.0.lowercased() == name }.map(\.1)
     }

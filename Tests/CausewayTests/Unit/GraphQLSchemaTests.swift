@@ -27,7 +27,6 @@ import Testing
         #expect(user.upstream == "users" && user.method == "GET" && user.selector == ["data"] && !user.isList)
         let orders = try #require(loaded.bindings["User.orders"])
         #expect(orders.isList && orders.batch?.key == "userId" && orders.batch?.parentField == "id")
-        #expect(orders.argumentDefaults == ["status": "open"])
         #expect(loaded.renames == ["User.firstName": "first"])
     }
 
