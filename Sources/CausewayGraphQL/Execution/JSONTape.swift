@@ -69,8 +69,13 @@ public struct JSONTape: Sendable {
             }
         }
         if let failure { throw failure }
-        entries.append(contentsOf: parsed)
-        bytes.append(contentsOf: text)
+        if entries.isEmpty {  // the first answer: take the arrays as they are, no copies
+            entries = parsed
+            bytes = text
+        } else {
+            entries.append(contentsOf: parsed)
+            bytes.append(contentsOf: text)
+        }
         return root
     }
 
