@@ -197,4 +197,39 @@ import Testing
         #expect(errors("", protocol: "http1") == [], "an empty tls: turns TLS on with defaults")
         #expect(errors("{ca: null, server_name: null}") == [])
     }
+
+    /// GraphQL's calls go through the same pools: here h2 over TLS to nginx serving JSON, the
+    /// users call and the batched orders call on one connection's streams.
+    @Test func graphQLFansOutOverH2AndTLS() async throws {
+        let nginx = try await Nginx.start(tls: nginxTLS(), locations: """
+            default_type application/json;
+            location /users { return 200 '[{"id":"1","name":"Ann"},{"id":"2","name":"Bob"}]'; }
+            location /orders { return 200 '[{"id":"10","userId":"1"},{"id":"11","userId":"2"},{"id":"12","userId":"1"}]'; }
+            """)
+        defer { nginx.stop() }
+        let schema = FileManager.default.temporaryDirectory.appendingPathComponent("h2-\(UUID().uuidString).graphql").path
+        try """
+            type Query { users: [User!]! @rest(upstream: "up", path: "/users") }
+            type User {
+              id: ID!
+              name: String!
+              orders: [Order!]! @rest(upstream: "up", path: "/orders/{$parent.id}", batch: {path: "/orders?users={$batch.id}", key: "userId"})
+            }
+            type Order { id: ID! }
+            """.write(toFile: schema, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: schema) }
+        let gateway = try await GatewayHarness.start(
+            routes: "  - {name: graphql, match: {path: /graphql}, graphql: {schema: \"\(schema)\", debug: true}}",
+            extraUpstreams: "  up: {endpoints: [{address: \"localhost:\(nginx.port)\"}], protocol: h2, tls: {ca: \"\(ca)\"}}")
+        try await gateway.run { gateway in
+            for transport in Transport.allCases {
+                let result = try Curl.run(["-H", "content-type: application/json", "--data-binary",
+                                           #"{"query": "{ users { name orders { id } } }"}"#, "\(gateway.url(transport))/graphql"],
+                                          over: transport)
+                #expect(result.body == #"{"data":{"users":[{"name":"Ann","orders":[{"id":"10"},{"id":"12"}]},{"name":"Bob","orders":[{"id":"11"}]}]}}"# + "\n",
+                        "\(transport): \(result.body)")
+                #expect(result.header("x-causeway-upstream-calls") == "2")
+            }
+        }
+    }
 }
