@@ -72,11 +72,8 @@ struct BatchSlots {
             if let known = texts[text] { return known }
             texts[text] = count
         case .integer(let integer):
-            var index = probe(integer)
-            while slots[index] >= 0 {
-                if keys[index] == integer { return Int(slots[index]) }
-                index = (index + 1) & (keys.count - 1)
-            }
+            let (index, found) = find(integer)
+            if let found { return found }
             // Never fuller than half: `expected` bounds the keys.
             keys[index] = integer
             slots[index] = Int32(count)
@@ -87,20 +84,19 @@ struct BatchSlots {
 
     func existing(_ key: BatchKey) -> Int? {
         switch key {
-        case .text(let text):
-            return texts[text]
-        case .integer(let integer):
-            var index = probe(integer)
-            while slots[index] >= 0 {
-                if keys[index] == integer { return Int(slots[index]) }
-                index = (index + 1) & (keys.count - 1)
-            }
-            return nil
+        case .text(let text): texts[text]
+        case .integer(let integer): find(integer).slot
         }
     }
 
-    private func probe(_ key: Int) -> Int {
-        Int(truncatingIfNeeded: UInt(bitPattern: key &* -7_046_029_254_386_353_131) >> UInt(shift))
+    /// Where `key` is (its slot), or the free place where it would go.
+    private func find(_ key: Int) -> (index: Int, slot: Int?) {
+        var index = Int(truncatingIfNeeded: UInt(bitPattern: key &* -7_046_029_254_386_353_131) >> UInt(shift))
+        while slots[index] >= 0 {
+            if keys[index] == key { return (index, Int(slots[index])) }
+            index = (index + 1) & (keys.count - 1)
+        }
+        return (index, nil)
     }
 }
 

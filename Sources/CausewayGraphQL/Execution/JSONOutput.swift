@@ -1,41 +1,46 @@
 import GraphQL
 
-/// The writer's output, appended through a pointer: it appends a few bytes thousands of times
-/// per response, and `Array.append` checked uniqueness and capacity for each.
-struct OutputBuffer: ~Copyable {
-    private var base: UnsafeMutablePointer<UInt8>
+/// Plain values appended through a pointer: the writer appends a few bytes, and pushes and pops
+/// its path, thousands of times per response, and `Array` checked uniqueness and capacity for
+/// each. `OutputBuffer` is the response, `PathStack` the writer's place in it.
+struct PointerBuffer<Element: BitwiseCopyable>: ~Copyable {
+    private var base: UnsafeMutablePointer<Element>
     private var capacity: Int
     private(set) var count = 0
 
-    init(capacity: Int) {
-        self.capacity = max(capacity, 64)
+    init(capacity: Int = 32) {
+        self.capacity = max(capacity, 32)
         base = .allocate(capacity: self.capacity)
     }
 
     deinit { base.deallocate() }
 
-    var bytes: [UInt8] { Array(UnsafeBufferPointer(start: base, count: count)) }
+    var elements: [Element] { Array(UnsafeBufferPointer(start: base, count: count)) }
 
-    @inline(__always) mutating func append(_ byte: UInt8) {
+    @inline(__always) mutating func append(_ element: Element) {
         if count == capacity { grow(to: count + 1) }
-        base[count] = byte
+        base[count] = element
         count += 1
     }
 
-    @inline(__always) mutating func append(contentsOf bytes: UnsafeBufferPointer<UInt8>) {
-        if count + bytes.count > capacity { grow(to: count + bytes.count) }
-        guard let source = bytes.baseAddress else { return }
-        if bytes.count <= 16 {
+    @inline(__always) mutating func append(contentsOf elements: UnsafeBufferPointer<Element>) {
+        if count + elements.count > capacity { grow(to: count + elements.count) }
+        guard let source = elements.baseAddress else { return }
+        if elements.count <= 16 {
             // Keys and values are mostly this short: a loop beats calling memmove.
-            for offset in 0..<bytes.count { base[count + offset] = source[offset] }
+            for offset in 0..<elements.count { base[count + offset] = source[offset] }
         } else {
-            (base + count).update(from: source, count: bytes.count)
+            (base + count).update(from: source, count: elements.count)
         }
-        count += bytes.count
+        count += elements.count
     }
 
-    mutating func append(contentsOf bytes: [UInt8]) {
-        bytes.withUnsafeBufferPointer { append(contentsOf: $0) }
+    mutating func append(contentsOf elements: [Element]) {
+        elements.withUnsafeBufferPointer { append(contentsOf: $0) }
+    }
+
+    @inline(__always) mutating func removeLast() {
+        count -= 1
     }
 
     mutating func truncate(to count: Int) {
@@ -45,7 +50,7 @@ struct OutputBuffer: ~Copyable {
     private mutating func grow(to needed: Int) {
         var capacity = self.capacity * 2
         while capacity < needed { capacity *= 2 }
-        let larger = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
+        let larger = UnsafeMutablePointer<Element>.allocate(capacity: capacity)
         larger.update(from: base, count: count)
         base.deallocate()
         base = larger
@@ -53,33 +58,9 @@ struct OutputBuffer: ~Copyable {
     }
 }
 
-/// The writer's place, pushed and popped for every field and list item (through a pointer, for
-/// the same reason as `OutputBuffer`).
-struct PathStack: ~Copyable {
-    private var base = UnsafeMutablePointer<Int>.allocate(capacity: 32)
-    private var capacity = 32
-    private var count = 0
-
-    deinit { base.deallocate() }
-
-    @inline(__always) mutating func append(_ step: Int) {
-        if count == capacity {
-            let larger = UnsafeMutablePointer<Int>.allocate(capacity: capacity * 2)
-            larger.update(from: base, count: count)
-            base.deallocate()
-            base = larger
-            capacity *= 2
-        }
-        base[count] = step
-        count += 1
-    }
-
-    @inline(__always) mutating func removeLast() {
-        count -= 1
-    }
-
-    var elements: [Int] { Array(UnsafeBufferPointer(start: base, count: count)) }
-}
+typealias OutputBuffer = PointerBuffer<UInt8>
+/// A list index (>= 0) or a field (-1 - its id) per level.
+typealias PathStack = PointerBuffer<Int>
 
 /// Compact JSON text for GraphQLSwift's `Map` (object keys in their order; `/` and non-ASCII
 /// as they are).

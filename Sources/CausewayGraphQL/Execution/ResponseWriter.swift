@@ -29,7 +29,7 @@ struct ResponseWriter: ~Copyable {
             let program = run.plan.program
             var writer = ResponseWriter(run: run, program: program, json: json, resolved: run.resolved, matched: run.matchedItems,
                                         out: OutputBuffer(capacity: json.bytes.count + 256))
-            let data = writer.object(program.root, parent: -1) ? writer.out.bytes : JSONWriter.null
+            let data = writer.object(program.root, parent: -1) ? writer.out.elements : JSONWriter.null
             return (data, writer.errors)
         }
     }
