@@ -84,6 +84,14 @@ func serve(_ config: GatewayConfig, logger: Logger, afterStart: (GatewayServer) 
     try await afterStart(server)
     await signals.wait()
     _ = reload
+    // The drain runs on the event loops; if one of them were stuck, the drain's own timer
+    // could never fire. A deadline on a Dispatch queue, which no loop can block, ends the
+    // process regardless: a stop is always honoured.
+    let grace = config.server.drainTimeout + .seconds(5)
+    DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(grace.components.seconds * 1000))) {
+        printError("causeway: the drain did not finish \(grace) after the stop signal; exiting")
+        exit(1)
+    }
     await server.shutdown()
 }
 

@@ -10,6 +10,11 @@ import Foundation
 ///
 /// The stages: environment interpolation (line-preserving), YAML composition with positions,
 /// then one pass over the tree that checks keys, types, units and cross-references.
+///
+/// Bounds on hostile files: interpolation is linear in the text; libyaml refuses nesting past
+/// 1,000 levels (an error at its line, so Yams' recursive composition stays shallow); aliases
+/// share nodes rather than copy them, and the reader descends only into the shapes it expects
+/// (no key takes lists of lists), so an alias "billion laughs" costs one level, not 10ⁿ.
 public enum ConfigLoader {
     public static func load(
         path: String, environment: [String: String] = ProcessInfo.processInfo.environment
@@ -149,11 +154,20 @@ struct GatewayConfigReader {
             listener.protocols = protocols
         }
         if let (node, path) = fields["limits"],
-            let limits = reader.mapping(node, path, allowed: ["max_header_size", "header_timeout", "idle_timeout", "max_connections"])
+            let limits = reader.mapping(node, path, allowed: ["max_header_size", "header_timeout", "idle_timeout", "max_connections",
+                                                                      "handshake_timeout", "body_timeout"])
         {
             if let (n, p) = limits["max_header_size"], let v = reader.size(n, p) { listener.limits.maxHeaderSize = v }
-            if let (n, p) = limits["header_timeout"], let v = reader.duration(n, p) { listener.limits.headerTimeout = v }
             if let (n, p) = limits["idle_timeout"], let v = reader.duration(n, p) { listener.limits.idleTimeout = v }
+            for key in ["header_timeout", "handshake_timeout", "body_timeout"] {
+                guard let (n, p) = limits[key], let v = reader.duration(n, p) else { continue }
+                if v == .zero { reader.fail(n, p, "must be greater than 0"); continue }
+                switch key {
+                case "handshake_timeout": listener.limits.handshakeTimeout = v
+                case "body_timeout": listener.limits.bodyTimeout = v
+                default: listener.limits.headerTimeout = v
+                }
+            }
             if let (n, p) = limits["max_connections"], let v = reader.int(n, p, range: 1...10_000_000) {
                 listener.limits.maxConnections = v
             }

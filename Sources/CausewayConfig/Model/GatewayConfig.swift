@@ -95,13 +95,20 @@ public struct ListenerLimits: Sendable {
     public var headerTimeout: Duration
     public var idleTimeout: Duration
     public var maxConnections: Int
+    /// A TLS handshake not complete in this time closes the connection.
+    public var handshakeTimeout: Duration
+    /// No request-body progress for this long (while the gateway wants the body) → 408.
+    public var bodyTimeout: Duration
 
     public init(maxHeaderSize: Int = 64 << 10, headerTimeout: Duration = .seconds(10),
-                idleTimeout: Duration = .seconds(60), maxConnections: Int = 100_000) {
+                idleTimeout: Duration = .seconds(60), maxConnections: Int = 100_000,
+                handshakeTimeout: Duration = .seconds(10), bodyTimeout: Duration = .seconds(30)) {
         self.maxHeaderSize = maxHeaderSize
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
         self.maxConnections = maxConnections
+        self.handshakeTimeout = handshakeTimeout
+        self.bodyTimeout = bodyTimeout
     }
 }
 
@@ -226,6 +233,8 @@ public struct GraphQLRouteConfig: Sendable {
         public var maxRootFields = 20
         public var maxComplexity = 5000
         public var maxTokens = 10000
+        /// Bytes of query text; larger documents are refused before they are parsed.
+        public var maxDocumentSize = 256 << 10
     }
 
     public init(schema: String, schemaLocation: ConfigLocation) {

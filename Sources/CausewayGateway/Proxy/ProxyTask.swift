@@ -68,9 +68,14 @@ final class ProxyTask {
         if let authority = exchange.request.authority {
             fields.append(HTTPField(name: Self.forwardedHost, value: authority))
         }
+        // The body's framing is the gateway's own, from the body it actually sends: whatever the
+        // client wrote (or named in Connection) never decides where this request ends upstream.
+        fields[.contentLength] = nil
         var headers = HTTPHeaders()
         headers.reserveCapacity(fields.count + 2)
-        if let authority = exchange.request.authority { headers.add(name: "host", value: authority) }
+        // A request without an authority (HTTP/1.0 without Host) still names a host upstream:
+        // the endpoint's, as nginx's default `proxy_set_header Host $proxy_host` does.
+        headers.add(name: "host", value: exchange.request.authority ?? endpointAuthority)
         for field in fields {
             // Repeated fields are joined per RFC 9110 §5.3 (X-Forwarded-* included); Cookie uses "; ".
             headers.add(name: field.name.rawName, value: field.value)
@@ -78,18 +83,20 @@ final class ProxyTask {
         Self.joinRepeated(&headers, names: ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"])
         switch exchange.requestBodyLength {
         case nil:
-            headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
+            headers.add(name: "transfer-encoding", value: "chunked")
         case 0?:
             if [.post, .put, .patch].contains(exchange.request.method) {
-                headers.replaceOrAdd(name: "content-length", value: "0")
+                headers.add(name: "content-length", value: "0")
             }
-        default:
-            break
+        case let length?:
+            headers.add(name: "content-length", value: String(length))
         }
         let path = route.rewrittenPath(exchange.request.path ?? "/")
         return HTTPRequestHead(version: .http1_1, method: HTTPMethod(exchange.request.method), uri: path,
                                headers: headers)
     }
+
+    private var endpointAuthority: String { pool?.endpoint.label ?? cluster.name }
 
     private static let forwardedFor = HTTPField.Name("x-forwarded-for")!
     private static let forwardedProto = HTTPField.Name("x-forwarded-proto")!

@@ -11,7 +11,7 @@ import NIOHTTP1
 /// http1 only:  ByteArrivalObserver ─▶ HTTP/1.1 codec ─▶ DownstreamHTTP1Handler
 /// with h2c:    ProtocolSniffer ─┬─▶ (the HTTP/1.1 handlers above)
 ///                               └─▶ HTTP2ServerHandler (nghttp2)
-/// with tls:    OpenSSLHandler ─▶ ALPNProtocolSelector ─┬─▶ HTTP/1.1 handlers
+/// with tls:    OpenSSLHandler (handshake_timeout) ─▶ ALPNProtocolSelector ─┬─▶ HTTP/1.1 handlers
 ///                                                            └─▶ HTTP2ServerHandler
 /// ```
 struct DownstreamPipeline: Sendable {
@@ -20,6 +20,7 @@ struct DownstreamPipeline: Sendable {
     let decoderLimits: NIOHTTPDecoderLimitConfiguration
     let contexts: LoopContexts
     let tls: TLSContextBox<TLSServerContext>?
+    let handshakeTimeout: TimeAmount
 
     init(listener: ListenerConfig, contexts: LoopContexts, tls: TLSContextBox<TLSServerContext>?) {
         self.contexts = contexts
@@ -27,7 +28,8 @@ struct DownstreamPipeline: Sendable {
         let secure = tls != nil
         http1 = DownstreamHTTP1Handler.Configuration(
             idleTimeout: TimeAmount(listener.limits.idleTimeout), headerTimeout: TimeAmount(listener.limits.headerTimeout),
-            secure: secure)
+            bodyTimeout: TimeAmount(listener.limits.bodyTimeout), secure: secure)
+        handshakeTimeout = TimeAmount(listener.limits.handshakeTimeout)
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderListSize = listener.limits.maxHeaderSize
         limits.maxHeaderFieldSize = listener.limits.maxHeaderSize
@@ -37,7 +39,8 @@ struct DownstreamPipeline: Sendable {
                 maxConcurrentStreams: listener.http2.maxConcurrentStreams,
                 initialWindowSize: listener.http2.initialWindowSize,
                 maxHeaderListSize: listener.http2.maxHeaderListSize,
-                idleTimeout: TimeAmount(listener.limits.idleTimeout), secure: secure)
+                idleTimeout: TimeAmount(listener.limits.idleTimeout), bodyTimeout: TimeAmount(listener.limits.bodyTimeout),
+                secure: secure)
             : nil
     }
 
@@ -54,8 +57,12 @@ struct DownstreamPipeline: Sendable {
         }
         if let tls {
             // ALPN decides; a client that offers nothing gets HTTP/1.1.
-            try sync.addHandler(OpenSSLHandler(context: tls.current))
+            let openSSL = OpenSSLHandler(context: tls.current)
+            try sync.addHandler(openSSL)
             try sync.addHandler(ALPNProtocolSelector(configure: install))
+            // A connection that never finishes its handshake holds a socket and an SSL: cut it.
+            let timer = channel.eventLoop.scheduleTask(in: handshakeTimeout) { channel.close(promise: nil) }
+            openSSL.handshakeResult.whenComplete { _ in timer.cancel() }
         } else if http2 != nil {
             try sync.addHandler(ProtocolSniffer(timeout: http1.idleTimeout, configure: install))
         } else {

@@ -41,6 +41,11 @@ public final class Exchange {
     private var receivedBodyBytes = 0
     private var transforms: [any ResponseBodyTransform] = []
     private var requestTransform: (any RequestBodyTransform)?
+    // Body timeout: one lazily re-armed task per exchange with a body; progress is a clock read.
+    private var bodyTimeout = TimeAmount.zero
+    private var bodyTimer: Scheduled<Void>?
+    private var bodyProgress = NIODeadline.uptimeNanoseconds(0)
+    private var bodyWanted = true
 
     public init(request: HTTPRequest, requestBodyLength: Int?, client: ClientInfo, eventLoop: any EventLoop,
                 allocator: ByteBufferAllocator, downstream: any ExchangeDownstream) {
@@ -62,7 +67,39 @@ public final class Exchange {
         if requestBodyLength != 0 { requestBodyLength = nil }
     }
 
+    /// Cuts a request body that makes no progress for `timeout` while the gateway wants it
+    /// (a client trickling nothing holds a stream, a buffer and an upstream connection): 408,
+    /// and the downstream closes (HTTP/1.1) or resets the stream (HTTP/2). Time the gateway
+    /// itself holds the body back (backpressure) does not count.
+    public func enforceBodyTimeout(_ timeout: TimeAmount) {
+        guard !requestEnded, timeout > .zero, bodyTimer == nil else { return }
+        bodyTimeout = timeout
+        bodyProgress = .now()
+        armBodyTimer(at: bodyProgress + timeout)
+    }
+
+    private func armBodyTimer(at deadline: NIODeadline) {
+        bodyTimer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            bodyTimer = nil
+            guard !requestEnded, downstream != nil else { return }
+            let now = NIODeadline.now()
+            if !bodyWanted { bodyProgress = now }
+            if now < bodyProgress + bodyTimeout {
+                armBodyTimer(at: bodyProgress + bodyTimeout)
+            } else {
+                fail(.bodyTimeout)
+            }
+        }
+    }
+
+    private func setDownstreamDemand(_ demand: Bool) {
+        if demand && !bodyWanted { bodyProgress = .now() }
+        bodyWanted = demand
+        downstream?.setRequestBodyDemand(demand)
+    }
+
     public func receiveRequestBody(_ chunk: ByteBuffer) {
+        if bodyTimer != nil { bodyProgress = .now() }
         var chunk = chunk
         if let requestTransform {
             do {
@@ -87,7 +124,7 @@ public final class Exchange {
             bodyConsumer.requestBodyPart(chunk)
         } else if responseState != .complete {
             pendingBody.append(chunk)
-            downstream?.setRequestBodyDemand(false)
+            setDownstreamDemand(false)
         }
     }
 
@@ -103,6 +140,8 @@ public final class Exchange {
             guard responseState != .complete else { return }
         }
         requestEnded = true
+        bodyTimer?.cancel()
+        bodyTimer = nil
         if let bodyConsumer {
             bodyConsumer.requestBodyEnd(trailers)
         } else {
@@ -120,14 +159,14 @@ public final class Exchange {
             consumer.requestBodyEnd(pendingTrailers)
             pendingTrailers = nil
         } else {
-            downstream?.setRequestBodyDemand(true)
+            setDownstreamDemand(true)
         }
     }
 
     /// Request body backpressure, for consumers (an upstream socket that is full).
     public func setRequestBodyDemand(_ demand: Bool) {
         guard !requestEnded else { return }
-        downstream?.setRequestBodyDemand(demand)
+        setDownstreamDemand(demand)
     }
 
     // MARK: Response, from a route handler
@@ -241,6 +280,8 @@ public final class Exchange {
     }
 
     private func release() {
+        bodyTimer?.cancel()
+        bodyTimer = nil
         responseProducer = nil
         bodyConsumer = nil
         downstream = nil

@@ -30,6 +30,10 @@ public struct GatewayError: Error, Sendable, Equatable {
     }
     public static let requestTimeout = Self(status: .requestTimeout, code: "request_timeout",
                                             message: "request headers were not received in time")
+    public static let bodyTimeout = Self(status: .requestTimeout, code: "body_timeout",
+                                         message: "the request body made no progress within the listener's body_timeout")
+    public static let connectNotSupported = Self(status: .methodNotAllowed, code: "method_not_allowed",
+                                                 message: "CONNECT tunnels are not offered by this gateway")
     public static let bodyTooLarge = Self(status: .contentTooLarge, code: "body_too_large",
                                           message: "request body exceeds the route's max_body_size")
     public static let headersTooLarge = Self(status: .requestHeaderFieldsTooLarge, code: "headers_too_large",

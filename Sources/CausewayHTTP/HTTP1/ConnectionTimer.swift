@@ -46,6 +46,12 @@ struct ConnectionTimer {
         phase = .idle(since: now)
     }
 
+    /// When the head being read must be complete, while one is being read.
+    var headDeadline: NIODeadline? {
+        if case .readingHead(let since) = phase { return since + headerTimeout }
+        return nil
+    }
+
     /// The first deadline, for arming the timer when the connection opens.
     var nextDeadline: NIODeadline {
         switch phase {
@@ -69,19 +75,35 @@ struct ConnectionTimer {
 
 /// Sits before the HTTP/1.1 decoder and tells the connection handler that bytes arrived, so a
 /// request head's clock starts at its first byte. It passes the bytes on untouched.
+///
+/// At the end of a read cycle it reports again, after the decoder has seen every byte: a head
+/// still incomplete then is the moment to bring the timer's deadline forward. A head that
+/// arrives whole in one read (the common case) costs no timer schedule.
 public final class ByteArrivalObserver: ChannelInboundHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
 
     private let onBytes: () -> Void
+    private let onReadComplete: () -> Void
+    private var sawBytes = false
 
-    init(onBytes: @escaping () -> Void) {
+    init(onBytes: @escaping () -> Void, onReadComplete: @escaping () -> Void) {
         self.onBytes = onBytes
+        self.onReadComplete = onReadComplete
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        sawBytes = true
         onBytes()
         context.fireChannelRead(data)
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        if sawBytes {
+            sawBytes = false
+            onReadComplete()
+        }
+        context.fireChannelReadComplete()
     }
 }
 

@@ -22,11 +22,15 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
     public struct Configuration: Sendable {
         public var idleTimeout: TimeAmount
         public var headerTimeout: TimeAmount
+        /// No request-body progress for this long, while the body is wanted → 408 and close.
+        public var bodyTimeout: TimeAmount
         public var secure: Bool
 
-        public init(idleTimeout: TimeAmount, headerTimeout: TimeAmount, secure: Bool = false) {
+        public init(idleTimeout: TimeAmount, headerTimeout: TimeAmount, bodyTimeout: TimeAmount = .seconds(30),
+                    secure: Bool = false) {
             self.idleTimeout = idleTimeout
             self.headerTimeout = headerTimeout
+            self.bodyTimeout = bodyTimeout
             self.secure = secure
         }
     }
@@ -59,6 +63,7 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
 
     private var timer: ConnectionTimer
     private var timerTask: Scheduled<Void>?
+    private var timerDeadline: NIODeadline?
 
     /// Switches this connection to HTTP/2 after a `101` (RFC 7540 §3.2): given the request that
     /// asked and its decoded HTTP2-Settings. nil when the listener does not offer h2c.
@@ -76,9 +81,21 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
 
     /// The observer to put in front of the decoder; it reports byte arrival to this handler.
     public func makeByteObserver() -> some ChannelInboundHandler {
-        ByteArrivalObserver { [unowned self] in
+        ByteArrivalObserver(onBytes: { [unowned self] in
             self.timer.bytesArrived(now: .now())
-        }
+        }, onReadComplete: { [unowned self] in
+            self.headMayBeIncomplete()
+        })
+    }
+
+    /// A head is still being read after a read cycle: make sure the timer fires at its
+    /// deadline, not at the idle deadline it was armed with (slowloris is cut at
+    /// `header_timeout`, on a fresh connection as after a keep-alive request).
+    private func headMayBeIncomplete() {
+        guard let deadline = timer.headDeadline, let scheduled = timerDeadline, scheduled > deadline,
+            let context else { return }
+        timerTask?.cancel()
+        schedule(at: deadline, context: context)
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
@@ -187,6 +204,14 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
             exchange.fail(error)
             return
         }
+        if head.method == .CONNECT {
+            // A tunnel is not offered: what follows a CONNECT is tunnel bytes, not a request,
+            // so the connection closes after the answer.
+            keepAlive = false
+            exchange.requestID = RequestID.generate()
+            exchange.fail(.connectNotSupported)
+            return
+        }
         if h2cUpgrade != nil, framing.bodyLength == 0, keepAlive, let settings = Self.h2cUpgradeSettings(head) {
             // Switched at the request's end, once the decoder is done with it.
             self.exchange = nil
@@ -197,6 +222,7 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
         expectContinue = head.headers.contains(name: "expect")
             && head.headers["expect"].contains { $0.lowercased() == "100-continue" }
         if expectContinue { exchange.request.headerFields[.expect] = nil }
+        exchange.enforceBodyTimeout(configuration.bodyTimeout)
         handler.handle(exchange)
     }
 
@@ -304,8 +330,10 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
     }
 
     private func schedule(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        timerDeadline = deadline
         timerTask = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
             self.timerTask = nil
+            self.timerDeadline = nil
             self.timerFired()
         }
     }

@@ -3,16 +3,19 @@ import NIOHTTP1
 
 /// Request framing checks that close the doors request smuggling uses (RFC 9112 §6.3, §11.2):
 /// a message with both Content-Length and Transfer-Encoding, differing Content-Lengths, a
-/// transfer coding other than chunked, or a missing or repeated Host is answered, never forwarded.
-/// (obs-fold line folding is already refused by the parser.)
-enum HTTP1Framing {
-    struct Verdict {
-        var error: GatewayError?
+/// transfer coding other than chunked, a missing or repeated Host, or a `Connection` header that
+/// names a framing field (`Connection: content-length` would make hop-by-hop stripping drop the
+/// body's framing) is answered, never forwarded, as nginx and HAProxy do. (obs-fold line folding
+/// is already refused by the parser.) Work: one pass over the fields, linear in the head's bytes,
+/// which `max_header_size` bounds.
+public enum HTTP1Framing {
+    public struct Verdict {
+        public var error: GatewayError?
         /// nil = chunked; 0 = no body.
-        var bodyLength: Int?
+        public var bodyLength: Int?
     }
 
-    static func check(_ head: HTTPRequestHead) -> Verdict {
+    public static func check(_ head: HTTPRequestHead) -> Verdict {
         var contentLength: Int?
         var contentLengthCount = 0
         var transferEncoding: String?
@@ -35,6 +38,13 @@ enum HTTP1Framing {
                         return Verdict(error: .badRequest("conflicting Content-Length values"))
                     }
                     contentLength = length
+                }
+            case 10 where name.caseInsensitiveEquals("connection"):
+                for token in value.split(separator: ",") {
+                    let option = token.trimmingSpaces()
+                    if option.caseInsensitiveEquals("content-length") || option.caseInsensitiveEquals("transfer-encoding") {
+                        return Verdict(error: .badRequest("the Connection header names \(option.lowercased()), a framing field"))
+                    }
                 }
             case 17 where name.caseInsensitiveEquals("transfer-encoding"):
                 if transferEncoding != nil {
@@ -64,7 +74,7 @@ enum HTTP1Framing {
     }
 }
 
-extension String {
+extension StringProtocol {
     /// ASCII case-insensitive comparison with a lower-case literal, without allocating.
     func caseInsensitiveEquals(_ lowercase: StaticString) -> Bool {
         guard utf8.count == lowercase.utf8CodeUnitCount else { return false }

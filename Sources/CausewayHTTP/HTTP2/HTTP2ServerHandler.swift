@@ -19,14 +19,17 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
         public var initialWindowSize: Int
         public var maxHeaderListSize: Int
         public var idleTimeout: TimeAmount
+        /// No request-body progress on a stream for this long, while the body is wanted → 408.
+        public var bodyTimeout: TimeAmount
         public var secure: Bool
 
         public init(maxConcurrentStreams: Int = 128, initialWindowSize: Int = 1 << 20, maxHeaderListSize: Int = 64 << 10,
-                    idleTimeout: TimeAmount = .seconds(60), secure: Bool = false) {
+                    idleTimeout: TimeAmount = .seconds(60), bodyTimeout: TimeAmount = .seconds(30), secure: Bool = false) {
             self.maxConcurrentStreams = maxConcurrentStreams
             self.initialWindowSize = initialWindowSize
             self.maxHeaderListSize = maxHeaderListSize
             self.idleTimeout = idleTimeout
+            self.bodyTimeout = bodyTimeout
             self.secure = secure
         }
     }
@@ -273,6 +276,9 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
         streams[streamID] = HTTP2StreamDownstream(streamID: streamID, connection: self)
     }
 
+    /// One decoded field (HPACK is nghttp2's, with its own table and size limits). Work per
+    /// field is linear in its bytes; a stream's fields are bounded by `max_header_list_size`,
+    /// counted here as they arrive, so an oversized list is refused before it is held.
     func sessionHeader(streamID: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Bool {
         guard let stream = streams[streamID] else { return true }
         stream.headerBytes += name.count + value.count + 32
@@ -321,6 +327,12 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
             exchange.fail(stream.oversized ? .headersTooLarge : .badRequest("malformed request headers"))
             return
         }
+        if method == .connect {
+            exchange.requestID = RequestID.generate()
+            exchange.fail(.connectNotSupported)
+            return
+        }
+        exchange.enforceBodyTimeout(configuration.bodyTimeout)
         handler.handle(exchange)
     }
 

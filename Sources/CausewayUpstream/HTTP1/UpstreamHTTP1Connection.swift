@@ -141,6 +141,14 @@ public final class UpstreamHTTP1Connection: ChannelDuplexHandler, RemovableChann
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard state == .active else {
+            // A response nobody asked for (an upstream that read a smuggled second request, or
+            // answered twice): the connection's framing is lost, and it must not be released
+            // to the pool again. Close it.
+            state = .closed
+            context.close(promise: nil)
+            return
+        }
         switch unwrapInboundIn(data) {
         case .head(let head):
             guard let sink else { return }
