@@ -145,13 +145,17 @@ extension GatewayConfigReader {
             if value == .zero { reader.fail(n, p, "must be greater than 0") } else { config.upstreamTimeout = value }
         }
         if let (n, p) = fields["limits"],
-            let limits = reader.mapping(n, p, allowed: ["max_depth", "max_aliases", "max_root_fields", "max_complexity", "max_tokens"])
+            let limits = reader.mapping(n, p, allowed: ["max_depth", "max_aliases", "max_root_fields", "max_complexity", "max_tokens",
+                                                                  "max_document_size"])
         {
-            if let (n, p) = limits["max_depth"], let v = reader.int(n, p, range: 1...1000) { config.limits.maxDepth = v }
+            if let (n, p) = limits["max_depth"], let v = reader.int(n, p, range: 1...128) { config.limits.maxDepth = v }
             if let (n, p) = limits["max_aliases"], let v = reader.int(n, p, range: 0...100_000) { config.limits.maxAliases = v }
             if let (n, p) = limits["max_root_fields"], let v = reader.int(n, p, range: 1...100_000) { config.limits.maxRootFields = v }
             if let (n, p) = limits["max_complexity"], let v = reader.int(n, p, range: 1...1_000_000_000) { config.limits.maxComplexity = v }
-            if let (n, p) = limits["max_tokens"], let v = reader.int(n, p, range: 1...10_000_000) { config.limits.maxTokens = v }
+            if let (n, p) = limits["max_tokens"], let v = reader.int(n, p, range: 1...1_000_000) { config.limits.maxTokens = v }
+            if let (n, p) = limits["max_document_size"], let v = reader.size(n, p) {
+                if v < 1 || v > 16 << 20 { reader.fail(n, p, "must be between 1 and 16MiB") } else { config.limits.maxDocumentSize = v }
+            }
         }
         if let (n, p) = fields["persisted_queries"], let persisted = reader.mapping(n, p, allowed: ["enabled", "cache_size"]) {
             if let (n, p) = persisted["enabled"], let value = reader.bool(n, p) { config.persistedQueries = value }

@@ -8,16 +8,18 @@ import Synchronization
 ///
 /// Bounded by a two-generation LRU: a hit moves an entry to the young generation; when the
 /// young one is full it becomes the old one and the previous old one is dropped. Every
-/// operation is O(1) and at most `capacity` entries are kept.
+/// operation is O(1); at most `capacity` entries and about `maxBytes` of query text (a parsed
+/// document costs a small multiple of its text) are kept.
 final class GraphQLDocumentCache {
     private var documents: Generations<CachedDocument>
+    static let defaultMaxBytes = 32 << 20
 
-    init(capacity: Int) {
-        documents = Generations(capacity: capacity)
+    init(capacity: Int, maxBytes: Int = defaultMaxBytes) {
+        documents = Generations(capacity: capacity, maxBytes: maxBytes)
     }
 
     func document(for query: String) -> CachedDocument? { documents.get(query) }
-    func store(_ document: CachedDocument, for query: String) { documents.put(query, document) }
+    func store(_ document: CachedDocument, for query: String) { documents.put(query, document, bytes: query.utf8.count) }
 }
 
 /// A valid document and the plans compiled for its operations (one per operation name and
@@ -36,16 +38,20 @@ final class CachedDocument {
 
 /// A route's automatic persisted queries, by SHA-256, shared by all loops: a client registers
 /// a query once, whichever loop its connection landed on. Locked only by requests that use
-/// a hash, for a dictionary lookup.
+/// a hash, for a dictionary lookup. Only documents that parsed and validated are stored, and
+/// the store is bounded in bytes as well as entries.
 final class PersistedQueries: Sendable {
     private let queries: Mutex<Generations<String>>
+    static let defaultMaxBytes = 32 << 20
 
-    init(capacity: Int) {
-        queries = Mutex(Generations(capacity: capacity))
+    init(capacity: Int, maxBytes: Int) {
+        queries = Mutex(Generations(capacity: capacity, maxBytes: maxBytes))
     }
 
     func query(hash: String) -> String? { queries.withLock { $0.get(hash) } }
-    func persist(_ query: String, hash: String) { queries.withLock { $0.put(hash, query) } }
+    func persist(_ query: String, hash: String) {
+        queries.withLock { $0.put(hash, query, bytes: query.utf8.count + hash.utf8.count) }
+    }
 
     /// Lower-case hex SHA-256, as clients send `extensions.persistedQuery.sha256Hash`.
     static func sha256(_ text: String) -> String {
@@ -66,26 +72,33 @@ final class PersistedQueries: Sendable {
 
 private struct Generations<Value> {
     let half: Int
-    var young: [String: Value] = [:]
-    var old: [String: Value] = [:]
+    let halfBytes: Int
+    var young: [String: (value: Value, bytes: Int)] = [:]
+    var old: [String: (value: Value, bytes: Int)] = [:]
+    var youngBytes = 0
 
-    init(capacity: Int) {
+    init(capacity: Int, maxBytes: Int) {
         half = max(1, capacity / 2)
+        halfBytes = max(1, maxBytes / 2)
     }
 
     mutating func get(_ key: String) -> Value? {
-        if let value = young[key] { return value }
-        guard let value = old.removeValue(forKey: key) else { return nil }
-        put(key, value)
-        return value
+        if let entry = young[key] { return entry.value }
+        guard let entry = old.removeValue(forKey: key) else { return nil }
+        put(key, entry.value, bytes: entry.bytes)
+        return entry.value
     }
 
-    mutating func put(_ key: String, _ value: Value) {
-        if young.count >= half {
+    /// An entry larger than a generation's share is not kept at all.
+    mutating func put(_ key: String, _ value: Value, bytes: Int) {
+        guard bytes <= halfBytes else { return }
+        if young.count >= half || youngBytes + bytes > halfBytes {
             old = young
             young = [:]
+            youngBytes = 0
         }
-        young[key] = value
+        if let previous = young.updateValue((value, bytes), forKey: key) { youngBytes -= previous.bytes }
+        youngBytes += bytes
     }
 }
 

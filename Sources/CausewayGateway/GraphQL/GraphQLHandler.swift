@@ -15,14 +15,17 @@ struct GraphQLRoute: Sendable {
     let config: GraphQLRouteConfig
     let rules: [@Sendable (ValidationContext) -> Visitor]
     let limits: OperationLimits
+    let prescan: DocumentPrescan
     let persisted: PersistedQueries
 
     init(engine: GraphQLEngine, config: GraphQLRouteConfig) {
         self.engine = engine
         self.config = config
         rules = config.introspection ? specifiedRules : specifiedRules + [NoSchemaIntrospectionCustomRule]
-        persisted = PersistedQueries(capacity: config.cacheSize)
+        persisted = PersistedQueries(capacity: config.cacheSize, maxBytes: PersistedQueries.defaultMaxBytes)
         let configured = config.limits
+        prescan = DocumentPrescan(maxTokens: configured.maxTokens, maxDepth: configured.maxDepth,
+                                  maxExpandedFields: configured.maxComplexity, maxBytes: configured.maxDocumentSize)
         limits = OperationLimits(maxDepth: configured.maxDepth, maxAliases: configured.maxAliases,
                                  maxRootFields: configured.maxRootFields, maxComplexity: configured.maxComplexity,
                                  maxTokens: configured.maxTokens)
@@ -203,17 +206,25 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
     static func prepare(_ operation: GraphQLHTTPRequest.Operation, route: GraphQLRoute, cache: GraphQLDocumentCache,
                         isGet: Bool) -> Prepared {
         var query = operation.query
+        // A query sent with its hash is kept only once it has parsed and validated (below).
+        var toPersist: String?
         if let hash = operation.persistedHash {
             guard route.config.persistedQueries else {
                 return .answered(.requestError(GraphQLError(message: "PersistedQueryNotSupported",
                                                             extensions: ["code": "PERSISTED_QUERY_NOT_SUPPORTED"])))
             }
+            // A SHA-256 is 64 hex digits; anything else is never looked up, hashed against or kept.
+            guard hash.utf8.count == 64, hash.utf8.allSatisfy({ ($0 | 0x20) &- UInt8(ascii: "a") < 6 || $0 &- UInt8(ascii: "0") < 10 }) else {
+                return .answered(.requestError(GraphQLError(message: "persistedQuery.sha256Hash must be 64 hexadecimal digits",
+                                                            extensions: ["code": "PERSISTED_QUERY_HASH_MISMATCH"])))
+            }
             if let text = query {
+                if let refusal = route.prescan.check(text) { return .answered(.requestError(refusal.error)) }
                 guard PersistedQueries.sha256(text) == hash.lowercased() else {
                     return .answered(.requestError(GraphQLError(message: "provided sha does not match query",
                                                                 extensions: ["code": "PERSISTED_QUERY_HASH_MISMATCH"])))
                 }
-                route.persisted.persist(text, hash: hash.lowercased())
+                toPersist = hash.lowercased()
             } else if let text = route.persisted.query(hash: hash.lowercased()) {
                 query = text
             } else {
@@ -229,19 +240,14 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
             cached = known
         } else {
             let document: Document
-            do {
-                document = try parse(source: Source(body: query, name: "GraphQL request"))
-            } catch let error as GraphQLError {
-                return .answered(.requestError(error))
-            } catch {
-                return .answered(.requestError(GraphQLError(message: "\(error)")))
+            switch route.engine.parseAndValidate(query, prescan: route.prescan, rules: route.rules) {
+            case .valid(let valid): document = valid
+            case .refused(let errors): return .answered(.requestError(errors))
             }
-            var errors = validate(schema: route.engine.loaded.schema, ast: document, rules: route.rules)
-            if errors.isEmpty { errors = route.engine.fieldMergeErrors(document) }
-            if !errors.isEmpty { return .answered(.requestError(errors)) }
             cached = CachedDocument(document)
             cache.store(cached, for: query)  // only valid documents are worth keeping
         }
+        if let toPersist { route.persisted.persist(query, hash: toPersist) }
         let document = cached.document
         let chosen = GraphQLEngine.operation(in: document, named: operation.operationName)
         if isGet, let kind = chosen?.operation, kind != .query {

@@ -13,13 +13,23 @@ public final class GraphQLEngine: Sendable {
     let fieldTypes: [String: GraphQLOutputType]
     /// "Type.field" → its arguments, for coercion.
     let fieldArguments: [String: [String: GraphQLArgument]]
+    /// Type → field (or input field) name → its place in the SDL, for introspection answers.
+    let fieldOrder: [String: [String: Int]]
 
     public init(_ loaded: LoadedSchema) {
         self.loaded = loaded
         var fieldTypes: [String: GraphQLOutputType] = [:]
         var fieldArguments: [String: [String: GraphQLArgument]] = [:]
         var shapes: [String: LoadedShape.FieldShape] = [:]
+        var fieldOrder: [String: [String: Int]] = [:]
         for type in loaded.schema.typeMap.values where !type.name.hasPrefix("__") {
+            let names: [String]? = switch type {
+            case let object as GraphQLObjectType: try? Array(object.fields().keys)
+            case let interface as GraphQLInterfaceType: try? Array(interface.fields().keys)
+            case let input as GraphQLInputObjectType: try? Array(input.fields().keys)
+            default: nil
+            }
+            if let names { fieldOrder[type.name] = Dictionary(names.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a }) }
             let fields: GraphQLFieldMap? = switch type {
             case let object as GraphQLObjectType: try? object.fields()
             case let interface as GraphQLInterfaceType: try? interface.fields()
@@ -40,6 +50,61 @@ public final class GraphQLEngine: Sendable {
                                  mutationType: loaded.schema.mutationType?.name)
         self.fieldTypes = fieldTypes
         self.fieldArguments = fieldArguments
+        self.fieldOrder = fieldOrder
+    }
+
+    /// GraphQLSwift's introspection lists a type's `fields` and `inputFields` by name;
+    /// graphql-js (and so every GraphiQL and code generator) keeps the SDL's order. This puts
+    /// them back in it, wherever the answer selects the type's `name` and the fields' names.
+    /// Recursion is bounded by the answer's depth, which the document's depth bounds.
+    func inSchemaOrder(_ value: Map) -> Map {
+        switch value {
+        case .array(let items):
+            return .array(items.map(inSchemaOrder))
+        case .dictionary(var members):
+            let order = members["name"].flatMap { if case .string(let name) = $0 { fieldOrder[name] } else { nil } }
+            for key in members.keys {
+                guard let member = members[key] else { continue }
+                var ordered = inSchemaOrder(member)
+                if let order, key == "fields" || key == "inputFields", case .array(let items) = ordered {
+                    let positions = items.map { item -> Int? in
+                        guard case .dictionary(let field) = item, case .string(let name)? = field["name"] else { return nil }
+                        return order[name]
+                    }
+                    if positions.allSatisfy({ $0 != nil }) {
+                        ordered = .array(zip(items, positions).sorted { $0.1! < $1.1! }.map(\.0))
+                    }
+                }
+                members[key] = ordered
+            }
+            return .dictionary(members)
+        default:
+            return value
+        }
+    }
+
+    /// A request's document, from text to valid: the prescan's bounds first (one linear pass;
+    /// everything after it recurses or expands fragments), then GraphQLSwift's parser, its
+    /// validation rules and `OverlappingFieldsCanBeMerged`. Errors echo bounded excerpts.
+    public enum DocumentCheck {
+        case valid(Document)
+        case refused([GraphQLError])
+    }
+
+    public func parseAndValidate(_ query: String, prescan: DocumentPrescan,
+                                 rules: [@Sendable (ValidationContext) -> Visitor]) -> DocumentCheck {
+        if let refusal = prescan.check(query) { return .refused([refusal.error]) }
+        let document: Document
+        do {
+            document = try parse(source: Source(body: query, name: "GraphQL request"))
+        } catch let error as GraphQLError {
+            return .refused([error.withBoundedMessage])
+        } catch {
+            return .refused([GraphQLError(message: GraphQLError.excerpt("\(error)"))])
+        }
+        var errors = validate(schema: loaded.schema, ast: document, rules: rules)
+        if errors.isEmpty { errors = fieldMergeErrors(document) }
+        return errors.isEmpty ? .valid(document) : .refused(errors.map(\.withBoundedMessage))
     }
 
     /// The `OverlappingFieldsCanBeMerged` rule, run after GraphQLSwift's validation.
@@ -105,8 +170,10 @@ public final class GraphQLEngine: Sendable {
     /// answers introspection and words the errors of operations that cannot run.
     public func executeWithGraphQLSwift(_ document: Document, operationName: String?, variables: [String: Map]) async -> GraphQLResult {
         do {
-            return try await GraphQL.execute(schema: loaded.schema, documentAST: document, rootValue: (), context: (),
-                                             variableValues: variables, operationName: operationName)
+            var result = try await GraphQL.execute(schema: loaded.schema, documentAST: document, rootValue: (), context: (),
+                                                   variableValues: variables, operationName: operationName)
+            if let data = result.data { result.data = inSchemaOrder(data) }
+            return result
         } catch let error as GraphQLError {
             return GraphQLResult(errors: [error])
         } catch {
@@ -132,5 +199,27 @@ extension GraphQLResult {
         var out: [UInt8] = []
         JSONWriter.write(data ?? .null, into: &out)
         return out
+    }
+}
+
+extension DocumentPrescan.Refusal {
+    public var error: GraphQLError {
+        GraphQLError(message: message, extensions: ["code": .string(code)])
+    }
+}
+
+extension GraphQLError {
+    /// Errors echo what they complain of (a token, a line of source); an attacker's 8 MB token
+    /// must not come back as an 8 MB answer.
+    static let maxMessageLength = 240
+
+    static func excerpt(_ text: String) -> String {
+        guard text.utf8.count > maxMessageLength else { return text }
+        return String(decoding: text.utf8.prefix(maxMessageLength), as: UTF8.self) + "…"
+    }
+
+    var withBoundedMessage: GraphQLError {
+        guard message.utf8.count > Self.maxMessageLength else { return self }
+        return GraphQLError(message: Self.excerpt(message), locations: locations, path: path, extensions: extensions)
     }
 }

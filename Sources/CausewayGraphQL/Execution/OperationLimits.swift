@@ -96,20 +96,24 @@ private struct Walker {
         var cost = 0
     }
 
-    /// The fields a selection set selects, fragments spread in (validation already refused cycles).
-    func fields(_ set: SelectionSet, visited: Set<String> = []) -> [Field] {
+    /// The fields a selection set selects, fragments spread in. Bounded: the prescan capped how
+    /// deep spreads nest and how many fields they expand to, and validation refused cycles; a
+    /// fragment spread twice in one selection set adds its fields twice, as the cost counts them.
+    func fields(_ set: SelectionSet) -> [Field] {
         var out: [Field] = []
-        for selection in set.selections {
-            switch selection {
-            case let field as Field: out.append(field)
-            case let inline as InlineFragment: out += fields(inline.selectionSet, visited: visited)
-            case let spread as FragmentSpread:
-                let name = spread.name.value
-                if !visited.contains(name), let fragment = fragments[name] {
-                    out += fields(fragment.selectionSet, visited: visited.union([name]))
+        var pending: [SelectionSet] = [set]  // a work list, not recursion
+        var index = 0
+        while index < pending.count {
+            for selection in pending[index].selections {
+                switch selection {
+                case let field as Field: out.append(field)
+                case let inline as InlineFragment: pending.append(inline.selectionSet)
+                case let spread as FragmentSpread:
+                    if let fragment = fragments[spread.name.value] { pending.append(fragment.selectionSet) }
+                default: continue
                 }
-            default: continue
             }
+            index += 1
         }
         return out
     }
@@ -121,24 +125,41 @@ private struct Walker {
             let fieldShape = type.flatMap { shape.fields["\($0).\(field.name.value)"] }
             var cost = 1
             if let selectionSet = field.selectionSet {
+                // The prescan bounded depth through spreads, so this recursion is bounded too.
                 let child = measure(selectionSet, type: fieldShape?.typeName, depth: depth + 1)
                 total.depth = max(total.depth, child.depth)
-                total.aliases += child.aliases
-                cost += child.cost
+                total.aliases = Self.add(total.aliases, child.aliases)
+                cost = Self.add(cost, child.cost)
             }
-            if fieldShape?.isList == true { cost *= listSize(field, schemaDefault: fieldShape?.defaultListSize) }
-            total.cost = total.cost &+ min(cost, Int.max / 4)
+            if fieldShape?.isList == true { cost = Self.multiply(cost, listSize(field, schemaDefault: fieldShape?.defaultListSize)) }
+            total.cost = Self.add(total.cost, cost)
         }
         return total
+    }
+
+    // Costs come from the client (`limit: 9223372036854775807`): they saturate, never trap.
+    static func add(_ a: Int, _ b: Int) -> Int {
+        let (sum, overflow) = a.addingReportingOverflow(b)
+        return overflow ? Int.max : sum
+    }
+
+    static func multiply(_ a: Int, _ b: Int) -> Int {
+        let (product, overflow) = a.multipliedReportingOverflow(by: b)
+        return overflow ? Int.max : product
     }
 
     /// `first` or `limit`, as written or from a variable; else the schema's default for it,
     /// else the limits' default.
     func listSize(_ field: Field, schemaDefault: Int?) -> Int {
         for argument in field.arguments where argument.name.value == "first" || argument.name.value == "limit" {
-            if let value = argument.value as? IntValue, let size = Int(value.value) { return max(size, 1) }
+            if let value = argument.value as? IntValue {
+                // Digits too many for an Int are still a huge list: saturate.
+                return max(Int(value.value) ?? (value.value.hasPrefix("-") ? 1 : Int.max), 1)
+            }
             if let variable = argument.value as? Variable, case .number(let number)? = variables[variable.name.value] {
-                return max(number.intValue, 1)
+                let double = number.doubleValue
+                guard double.isFinite else { return Int.max }
+                return double >= 9.2e18 ? Int.max : max(Int(double), 1)
             }
         }
         return schemaDefault ?? defaultListSize

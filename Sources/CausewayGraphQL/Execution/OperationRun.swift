@@ -171,7 +171,12 @@ public final class OperationRun {
         for index in single {
             let job = jobs[index]
             switch argumentValues(job.field) {
-            case .success(let args): pending[index] = .call(call(singleRequest(job.field.binding!, args: args, parent: job.parent)))
+            case .success(let args):
+                if let request = singleRequest(job.field.binding!, args: args, parent: job.parent) {
+                    pending[index] = .call(call(request))
+                } else {
+                    fail(index, Self.dotSegment)
+                }
             case .failure(let error): fail(index, error)
             }
         }
@@ -209,13 +214,17 @@ public final class OperationRun {
             for member in members { pending[member] = .empty }
             return
         }
-        let path = batch.path.render { variable in
+        let rendered = batch.path.render { variable in
             switch variable {
             case .argument(let name): args[name].templateText.map { [$0] } ?? []
             case .batch: values
             case .header(let name): headers[name].map { [$0] } ?? []
             case .parent: []
             }
+        }
+        guard let path = rendered else {
+            for member in members { fail(member, Self.dotSegment) }
+            return
         }
         let request = RestRequest(upstream: binding.upstream, method: "GET", path: path, body: nil, headers: headers)
         batches.append(Batch(call: call(request), field: field, slots: slots, listField: field.listBinding))
@@ -447,15 +456,18 @@ public final class OperationRun {
         return result
     }
 
-    private func singleRequest(_ binding: RestBinding, args: Map, parent: ObjectRef) -> RestRequest {
-        let path = binding.path.render { variable in
+    static let dotSegment = GraphQLError(message: "a value of \".\" or \"..\" cannot be a path segment of the REST call",
+                                         extensions: ["code": "BAD_USER_INPUT"])
+
+    private func singleRequest(_ binding: RestBinding, args: Map, parent: ObjectRef) -> RestRequest? {
+        guard let path = binding.path.render({ variable in
             switch variable {
             case .argument(let name): args[name].templateText.map { [$0] } ?? []
             case .parent(let name): text(of: parent, member: name).map { [$0] } ?? []
             case .header(let name): headers[name].map { [$0] } ?? []
             case .batch: []
             }
-        }
+        }) else { return nil }
         let body = binding.bodyArgument.map { Array(JSONWriter.text(args[$0]).utf8) }
         return RestRequest(upstream: binding.upstream, method: binding.method, path: path, body: body, headers: headers)
     }

@@ -86,16 +86,21 @@ public struct PathTemplate: Sendable, Equatable {
 
     /// The path with every variable replaced by its values, each URL-encoded and joined with
     /// literal commas (one value for `$args`/`$parent`/`$headers`, the distinct parent values for
-    /// `$batch`); no value leaves the place empty.
-    public func render(_ values: (Variable) -> [String]) -> String {
+    /// `$batch`); no value leaves the place empty. nil when a value would be a whole `.` or `..`
+    /// path segment: percent-encoding does not help there (upstreams such as nginx decode
+    /// `%2E%2E` before they resolve dot segments), so `user(id: "..")` must not reach `/users/..`.
+    public func render(_ values: (Variable) -> [String]) -> String? {
         var out: [UInt8] = []
         out.reserveCapacity(128)
+        var inQuery = false
         for part in parts {
             switch part {
             case .literal(let text):
                 out.append(contentsOf: text.utf8)
+                if !inQuery && text.utf8.contains(UInt8(ascii: "?")) { inQuery = true }
             case .variable(let variable):
                 for (index, value) in values(variable).enumerated() {
+                    if !inQuery && (value == "." || value == "..") { return nil }
                     if index > 0 { out.append(UInt8(ascii: ",")) }
                     Self.encode(value, into: &out)
                 }

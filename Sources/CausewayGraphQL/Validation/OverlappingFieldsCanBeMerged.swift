@@ -89,54 +89,135 @@ struct OverlappingFieldsCanBeMerged {
         conflicts(within: collect(set, parentType: parentType))
     }
 
-    /// Response name → the fields answering to it, fragments spread in.
-    func collect(_ set: SelectionSet, parentType: String?, visited: Set<String> = [],
-                 into map: inout [(String, [Entry])]) {
-        for selection in set.selections {
-            switch selection {
-            case let field as Field:
-                let name = field.alias?.value ?? field.name.value
-                let type = parentType.flatMap { fieldTypes["\($0).\(field.name.value)"] }
-                let entry = Entry(parentType: parentType, field: field, type: type)
-                if let index = map.firstIndex(where: { $0.0 == name }) { map[index].1.append(entry) } else { map.append((name, [entry])) }
-            case let inline as InlineFragment:
-                collect(inline.selectionSet, parentType: inline.typeCondition?.name.value ?? parentType, visited: visited, into: &map)
-            case let spread as FragmentSpread:
-                let name = spread.name.value
-                guard !visited.contains(name), let fragment = fragments[name] else { continue }
-                collect(fragment.selectionSet, parentType: fragment.typeCondition.name.value, visited: visited.union([name]), into: &map)
-            default:
-                continue
+    /// Response name → the fields answering to it, fragments spread in. A work list rather
+    /// than recursion, and each fragment spread once per call: a fragment spread again adds
+    /// only copies of the same fields, which cannot conflict with anything the first copy
+    /// does not (and it also stops cycles).
+    func collect(_ set: SelectionSet, parentType: String?, spread: inout Set<String>,
+                 into map: inout [(String, [Entry])], positions: inout [String: Int]) {
+        var pending: [(SelectionSet, String?)] = [(set, parentType)]
+        var next = 0
+        while next < pending.count {
+            let (set, parentType) = pending[next]
+            next += 1
+            for selection in set.selections {
+                switch selection {
+                case let field as Field:
+                    let name = field.alias?.value ?? field.name.value
+                    let type = parentType.flatMap { fieldTypes["\($0).\(field.name.value)"] }
+                    let entry = Entry(parentType: parentType, field: field, type: type)
+                    if let index = positions[name] {
+                        map[index].1.append(entry)
+                    } else {
+                        positions[name] = map.count
+                        map.append((name, [entry]))
+                    }
+                case let inline as InlineFragment:
+                    pending.append((inline.selectionSet, inline.typeCondition?.name.value ?? parentType))
+                case let fragmentSpread as FragmentSpread:
+                    let name = fragmentSpread.name.value
+                    guard spread.insert(name).inserted, let fragment = fragments[name] else { continue }
+                    pending.append((fragment.selectionSet, fragment.typeCondition.name.value))
+                default:
+                    continue
+                }
             }
         }
     }
 
     func collect(_ set: SelectionSet, parentType: String?) -> [(String, [Entry])] {
         var map: [(String, [Entry])] = []
-        collect(set, parentType: parentType, into: &map)
+        var positions: [String: Int] = [:]
+        var spread: Set<String> = []
+        collect(set, parentType: parentType, spread: &spread, into: &map, positions: &positions)
         return map
     }
 
+    /// Sub-quadratic in repeated names: fields that answer to one name are grouped by what
+    /// makes them differ (parent type, field, arguments, type); identical ones need no pairwise
+    /// comparison, only their sub-selections merged and checked once. Groups are compared
+    /// pairwise, and there are few that do not conflict (one per parent type at most), since
+    /// the first conflict ends the search for that name.
     func conflicts(within map: [(String, [Entry])], parentsExclusive: Bool = false) -> [Conflict] {
         var found: [Conflict] = []
         for (name, entries) in map where entries.count > 1 {
-            outer: for i in entries.indices {
-                for j in entries.indices where j > i {
-                    if let conflict = conflict(name, entries[i], entries[j], parentsExclusive: parentsExclusive) {
-                        found.append(conflict)
-                        break outer  // one report per response name, as graphql-js gives
-                    }
+            var groups: [[Entry]] = []
+            var groupOf: [String: Int] = [:]
+            for entry in entries {
+                let key = signature(entry)
+                if let index = groupOf[key] {
+                    groups[index].append(entry)
+                } else {
+                    groupOf[key] = groups.count
+                    groups.append([entry])
                 }
+            }
+            if let conflict = firstConflict(name, groups: groups, parentsExclusive: parentsExclusive) {
+                found.append(conflict)  // one report per response name, as graphql-js gives
             }
         }
         return found
     }
 
-    func conflict(_ responseName: String, _ a: Entry, _ b: Entry, parentsExclusive: Bool) -> Conflict? {
-        // Parents that are different object types can never be the same object: then only the
-        // shapes must agree.
+    private func firstConflict(_ name: String, groups: [[Entry]], parentsExclusive: Bool) -> Conflict? {
+        for group in groups where group.count > 1 {
+            // Same field, arguments and type: only their sub-selections can disagree.
+            let sets = group.filter { $0.field.selectionSet != nil }
+            guard sets.count > 1 else { continue }
+            let sub = conflicts(within: mergedSubselections(sets), parentsExclusive: parentsExclusive)
+            if !sub.isEmpty {
+                return Conflict(responseName: name, reason: .subfields(sub),
+                                fields1: [sets[0].field] + sub.flatMap(\.fields1),
+                                fields2: [sets[1].field] + sub.flatMap(\.fields2))
+            }
+        }
+        for i in groups.indices {
+            for j in groups.indices where j > i {
+                if let conflict = conflict(name, groups[i], groups[j], parentsExclusive: parentsExclusive) { return conflict }
+            }
+        }
+        return nil
+    }
+
+    private func signature(_ entry: Entry) -> String {
+        var key = (entry.parentType ?? "") + "|" + entry.field.name.value + "|" + (entry.type.map(Self.typeText) ?? "")
+        if !entry.field.arguments.isEmpty {
+            for argument in entry.field.arguments.sorted(by: { $0.name.value < $1.name.value }) {
+                key += "|" + argument.name.value + ":" + print(ast: argument.value)
+            }
+        }
+        return key
+    }
+
+    private func mergedSubselections(_ entries: [Entry]) -> [(String, [Entry])] {
+        var map: [(String, [Entry])] = []
+        var positions: [String: Int] = [:]
+        var spread: Set<String> = []
+        for entry in entries {
+            guard let set = entry.field.selectionSet else { continue }
+            collect(set, parentType: entry.type.map(Self.namedTypeName), spread: &spread, into: &map, positions: &positions)
+        }
+        return map
+    }
+
+    /// Two groups of fields answering to one name (each group identical but for sub-selections).
+    func conflict(_ responseName: String, _ groupA: [Entry], _ groupB: [Entry], parentsExclusive: Bool) -> Conflict? {
+        let a = groupA[0], b = groupB[0]
         let exclusive = parentsExclusive || (a.parentType != b.parentType
             && a.parentType.map(objectTypes.contains) == true && b.parentType.map(objectTypes.contains) == true)
+        if let conflict = conflict(responseName, a, b, exclusive: exclusive) { return conflict }
+        let withSets = (groupA + groupB).filter { $0.field.selectionSet != nil }
+        guard groupA.contains(where: { $0.field.selectionSet != nil }), groupB.contains(where: { $0.field.selectionSet != nil })
+        else { return nil }
+        let sub = conflicts(within: mergedSubselections(withSets), parentsExclusive: exclusive)
+        guard !sub.isEmpty else { return nil }
+        return Conflict(responseName: responseName, reason: .subfields(sub),
+                        fields1: [a.field] + sub.flatMap(\.fields1), fields2: [b.field] + sub.flatMap(\.fields2))
+    }
+
+    /// What two fields' own definitions say (not their sub-selections). Parents that are
+    /// different object types can never be the same object: then only the shapes must agree.
+    func conflict(_ responseName: String, _ a: Entry, _ b: Entry, exclusive: Bool) -> Conflict? {
         if !exclusive {
             if a.field.name.value != b.field.name.value {
                 return Conflict(responseName: responseName,
@@ -152,17 +233,6 @@ struct OverlappingFieldsCanBeMerged {
             return Conflict(responseName: responseName,
                             reason: .message("they return conflicting types \"\(Self.typeText(typeA))\" and \"\(Self.typeText(typeB))\""),
                             fields1: [a.field], fields2: [b.field])
-        }
-        if let setA = a.field.selectionSet, let setB = b.field.selectionSet {
-            var merged = collect(setA, parentType: a.type.map(Self.namedTypeName))
-            for (name, entries) in collect(setB, parentType: b.type.map(Self.namedTypeName)) {
-                if let index = merged.firstIndex(where: { $0.0 == name }) { merged[index].1 += entries } else { merged.append((name, entries)) }
-            }
-            let sub = conflicts(within: merged, parentsExclusive: exclusive)
-            if !sub.isEmpty {
-                return Conflict(responseName: responseName, reason: .subfields(sub),
-                                fields1: [a.field] + sub.flatMap(\.fields1), fields2: [b.field] + sub.flatMap(\.fields2))
-            }
         }
         return nil
     }

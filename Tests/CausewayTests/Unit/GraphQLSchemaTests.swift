@@ -59,6 +59,14 @@ import Testing
             }
         }
         #expect(path == "/search?q=a%20b%2Fc%26d&ids=1,2,%C3%A9")
+        // A whole "." or ".." segment in the path is refused (upstreams decode %2E before
+        // resolving dot segments); in the query string it is only text.
+        let byID = try PathTemplate.parse("/users/{$args.id}?q={$args.q}").get()
+        for value in [".", ".."] {
+            #expect(byID.render { if case .argument("id") = $0 { [value] } else { ["x"] } } == nil)
+            #expect(byID.render { if case .argument("q") = $0 { [value] } else { ["7"] } } == "/users/7?q=\(value)")
+        }
+        #expect(byID.render { if case .argument("id") = $0 { ["..a"] } else { [] } } == "/users/..a?q=")
         #expect(PathTemplate.parse("/x/{$args.id").map { _ in true } == .failure(.unclosed))
         #expect(PathTemplate.parse("/x/{$env.HOME}").map { _ in true } == .failure(.unknownVariable("$env.HOME")))
         #expect(PathTemplate.parse("x").map { _ in true } == .failure(.notAbsolute))
