@@ -57,9 +57,11 @@ public struct JSONTape: Sendable {
         // Every entry starts at its own byte and all but the last are followed by a separator
         // or a closing bracket, so a text of n bytes has at most n / 2 + 1 of them.
         var failure: Failure?
-        let parsed = [Entry](unsafeUninitializedCapacity: text.count / 2 + 1) { buffer, count in
+        let capacity = text.count / 2 + 1
+        let parsed = [Entry](unsafeUninitializedCapacity: capacity) { buffer, count in
             text.withUnsafeBufferPointer { text in
-                var parser = Parser(text: text, entries: buffer.baseAddress!, base: UInt32(base), first: UInt32(root))
+                var parser = Parser(text: text, entries: buffer.baseAddress!, capacity: capacity, base: UInt32(base),
+                                    first: UInt32(root))
                 do throws(Failure) {
                     try parser.parse()
                 } catch {

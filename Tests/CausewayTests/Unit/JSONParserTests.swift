@@ -117,3 +117,17 @@ struct SplitMix {
         return z ^ (z >> 31)
     }
 }
+
+/// Inputs the fuzzers found, kept so they stay fixed.
+struct JSONParserFuzzFindings {
+    @Test func unclosedArraysDoNotOverrunTheEntryBuffer() {
+        // 600 "[" opened one entry per byte while the buffer holds n / 2 + 1: a heap overflow.
+        for text in [String(repeating: "[", count: 600), String(repeating: "[", count: 511) + "1",
+                     String(repeating: "{\"a\":", count: 300), "[" + String(repeating: "1,", count: 1000)] {
+            #expect(throws: JSONTape.Failure.self) { try JSONTape(parsing: Array(text.utf8)) }
+        }
+        var tape = JSONTape()
+        #expect(throws: JSONTape.Failure.self) { _ = try tape.append(parsing: Array(String(repeating: "[", count: 100).utf8)) }
+        #expect((try? tape.append(parsing: Array("[[1,2],{\"a\":[]}]".utf8))) == 0)
+    }
+}
