@@ -67,6 +67,8 @@ public struct GzipEncoder: ~Copyable, StreamCodec {
 }
 
 /// gzip decoding with zlib's inflate; also takes a zlib-wrapped stream (automatic header detection).
+/// Members that follow one another are decoded as one body, as gzip(1) does; work is linear in
+/// input and output, and the output is bounded by `DecodeLimits`.
 public struct GzipDecoder: ~Copyable, StreamCodec {
     private var stream: UnsafeMutablePointer<z_stream>?
     private let limits: DecodeLimits
@@ -96,7 +98,11 @@ public struct GzipDecoder: ~Copyable, StreamCodec {
 
     public mutating func process(_ input: ByteBuffer, flush: Bool, into output: inout ByteBuffer) throws(CodecError) {
         guard let stream, input.readableBytes > 0 else { return }
-        if ended { throw .corrupt("data after the end of the gzip stream") }
+        if ended {
+            // A gzip file may hold several members, one after another (RFC 1952 §2.2).
+            inflateReset(stream)
+            ended = false
+        }
         var status = Z_OK
         var failure: CodecError?
         let before = output.writerIndex
@@ -109,6 +115,10 @@ public struct GzipDecoder: ~Copyable, StreamCodec {
                     stream.pointee.avail_out = uInt(target.count)
                     status = inflate(stream, Z_NO_FLUSH)
                     return target.count - Int(stream.pointee.avail_out)
+                }
+                if status == Z_STREAM_END && stream.pointee.avail_in > 0 {
+                    inflateReset(stream)  // the next member; what is not gzip fails its header check
+                    status = Z_OK
                 }
                 do throws(CodecError) {
                     try limits.check(input: consumed + raw.count - Int(stream.pointee.avail_in),
@@ -126,7 +136,6 @@ public struct GzipDecoder: ~Copyable, StreamCodec {
         switch status {
         case Z_STREAM_END:
             ended = true
-            if stream.pointee.avail_in > 0 { throw .corrupt("data after the end of the gzip stream") }
         case Z_OK, Z_BUF_ERROR:
             break
         default:
