@@ -26,7 +26,10 @@ let package = Package(
     name: "Causeway",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "causeway", targets: ["causeway"])
+        .executable(name: "causeway", targets: ["causeway"]),
+        // For Tests/Fuzz, a package of its own (libFuzzer builds everything instrumented).
+        .library(name: "CausewayGraphQL", targets: ["CausewayGraphQL"]),
+        .library(name: "CausewayHTTP", targets: ["CausewayHTTP"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),

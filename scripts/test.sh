@@ -12,3 +12,8 @@ swift test --skip-build --no-parallel --skip CompressionMemoryTests
 # Alone: it holds 10,000 streams (and as many sockets) open, which would starve timing-sensitive
 # tests running beside it.
 swift test --skip-build --filter CompressionMemoryTests
+# Hostile input against a running gateway (docs/security.md): every attack answered as
+# specified, the process alive, and the loop still quick after each.
+python3 Tests/Scripts/hostile_suite.py .build/debug/causeway
+# libFuzzer smoke run (60 s per harness; longer runs: Tests/Fuzz/run.sh 1800).
+Tests/Fuzz/run.sh "${CAUSEWAY_FUZZ_SECONDS:-60}"
