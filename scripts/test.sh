@@ -16,4 +16,4 @@ swift test --skip-build --filter CompressionMemoryTests
 # specified, the process alive, and the loop still quick after each.
 python3 Tests/Scripts/hostile_suite.py .build/debug/causeway
 # libFuzzer smoke run (60 s per harness; longer runs: Tests/Fuzz/run.sh 1800).
-Tests/Fuzz/run.sh "${CAUSEWAY_FUZZ_SECONDS:-60}"
+CAUSEWAY_FUZZ_SMOKE=1 Tests/Fuzz/run.sh "${CAUSEWAY_FUZZ_SECONDS:-60}"

@@ -6,8 +6,9 @@ that a normal request on the same loop completes in under 100 ms.
 Usage: hostile_suite.py path/to/causeway
 Starts its own upstream (a raw-socket HTTP server that logs every request line it reads, so a
 smuggled request shows up), the gateway with a config written to a temporary directory, and a
-self-signed certificate. Prints one line per case, the time each attack held the loop, and
-'N passed, N failed'.
+self-signed certificate. Prints one line per case: how long the attack took, the loop stall
+(the slowest of the normal requests sent on one keep-alive connection while it ran: how long
+the attack kept the loop from other work), and 'N passed, N failed' at the end.
 """
 import gzip, hashlib, json, os, select, signal, socket, ssl, subprocess, sys, tempfile, threading, time
 
@@ -54,12 +55,14 @@ class Upstream:
                     buf += data
                 head, buf = buf.split(b"\r\n\r\n", 1)
                 lines = head.decode("latin-1").split("\r\n")
-                self.lines.append(lines[0])
+                if "watch=1" not in lines[0]:  # the suite's own loop watcher is not an attack's doing
+                    self.lines.append(lines[0])
                 headers = {}
                 for line in lines[1:]:
                     name, _, value = line.partition(":")
                     headers[name.strip().lower()] = value.strip()
-                self.heads.append((lines[0], headers))
+                if "watch=1" not in lines[0]:
+                    self.heads.append((lines[0], headers))
                 body = b""
                 if "content-length" in headers:
                     n = int(headers["content-length"])
@@ -224,15 +227,20 @@ def body_of(response):
     return response.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in response else b""
 
 
-def graphql(port, query, variables=None, extra=None, accept="application/graphql-response+json"):
+def graphql_request(query, variables=None, extra=None, accept="application/graphql-response+json"):
     payload = {"query": query}
     if variables is not None:
         payload["variables"] = variables
     if extra:
         payload.update(extra)
     data = json.dumps(payload).encode()
-    request = (f"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: {accept}\r\n"
-               f"Connection: close\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
+    return (f"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: {accept}\r\n"
+            f"Connection: close\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
+
+
+def graphql(port, query, variables=None, extra=None, accept="application/graphql-response+json", request=None):
+    """POSTs a query (or a request made beforehand, so building it is not part of the attack)."""
+    request = request or graphql_request(query, variables, extra, accept)
     response = raw(port, request, read_timeout=30)
     try:
         return status_of(response), json.loads(body_of(response))
@@ -290,20 +298,54 @@ class Suite:
         response = raw(self.ports["http"], b"GET /users/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", read_timeout=2)
         return (time.time() - start) * 1000 if status_of(response) == 200 else None
 
+    # A process of its own (this one's threads share a lock with the attack's), sending normal
+    # requests one after another on one keep-alive connection to the same, only loop until its
+    # standard input closes; it prints the slowest: how long the attack held the loop.
+    WATCH = """
+import socket, sys, threading, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+slowest = 0.0
+try:
+    while not stop.is_set():
+        start = time.time()
+        s.sendall(b"GET /users/1?watch=1 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+        got = b""
+        while not got.endswith(b"}"):
+            data = s.recv(65536)
+            if not data:
+                raise OSError
+            got += data
+        slowest = max(slowest, (time.time() - start) * 1000)
+        time.sleep(0.002)
+except OSError:
+    pass
+print(slowest)
+"""
+
     def case(self, name, attack):
+        watcher = subprocess.Popen([sys.executable, "-c", self.WATCH, str(self.ports["http"])], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True)
+        time.sleep(0.05)
         start = time.time()
         try:
             ok, detail = attack()
         except Exception as error:  # an assertion's own failure is a failed case, not a crash of the suite
             ok, detail = False, f"{type(error).__name__}: {error}"
         held = (time.time() - start) * 1000
+        try:
+            stall = float(watcher.communicate(input="", timeout=10)[0] or "nan")
+        except (subprocess.TimeoutExpired, ValueError):
+            watcher.kill()
+            stall = float("nan")
         alive = self.process.poll() is None
         latency = self.probe() if alive else None
         good = ok and alive and latency is not None and latency < 100
         self.passed += good
         self.failed += not good
-        self.timings.append((name, held))
-        print(f"{'ok  ' if good else 'FAIL'} {name:<48} attack {held:8.1f} ms  probe "
+        self.timings.append((name, held, stall))
+        print(f"{'ok  ' if good else 'FAIL'} {name:<52} attack {held:8.1f} ms  loop stall {stall:6.1f} ms  probe "
               f"{'dead' if not alive else ('-' if latency is None else f'{latency:.1f} ms')}  {'' if good else detail}",
               flush=True)
 
@@ -431,8 +473,10 @@ def graphql_attacks(suite):
     suite.case("graphql: 20,000 tokens", refused("{ users { " + "a " * 20000 + "} }", "MAX_TOKENS_EXCEEDED"))
     suite.case("graphql: 300 KB document", refused("{ users { " + "id " * 100000 + "} }", "MAX_DOCUMENT_SIZE_EXCEEDED"))
 
+    huge = graphql_request("{ users { id " + "x" * (8 << 20) + " ")
+
     def syntax_error_8mb():
-        got, body = graphql(p, "{ users { id " + "x" * (8 << 20) + " ")
+        got, body = graphql(p, None, request=huge)
         return suite.expect(got == 400 and len(json.dumps(body)) < 4096, f"status {got} {json.dumps(body)[:200]}")
 
     def syntax_error_bounded_echo():
@@ -440,21 +484,27 @@ def graphql_attacks(suite):
         text = json.dumps(body)
         return suite.expect(got == 400 and len(text) < 4096, f"status {got}, {len(text)} bytes")
 
+    batch = json.dumps([{"query": side_by_side(999)}] * 10).encode()
+    batch_request = (b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(batch)) + batch
+
     def batched():
-        data = json.dumps([{"query": side_by_side(999)}] * 10).encode()
-        request = (b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                   b"Content-Length: %d\r\n\r\n" % len(data)) + data
+        request = batch_request
         r = raw(p, request, read_timeout=30)
         answers = json.loads(body_of(r))
         return suite.expect(status_of(r) == 200 and len(answers) == 10 and all("errors" in a for a in answers),
                             f"status {status_of(r)}")
 
+    garbage = []
+    for i in range(50):
+        text = ("garbage %d " % i) + "x" * (200 << 10)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        garbage.append((digest, graphql_request(text, extra={"extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}}})))
+
     def apq_garbage():
         rss_before = rss(suite.process.pid)
-        for i in range(50):
-            text = ("garbage %d " % i) + "x" * (200 << 10)
-            digest = hashlib.sha256(text.encode()).hexdigest()
-            graphql(p, text, extra={"extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}}})
+        for digest, request in garbage:
+            graphql(p, None, request=request)
         # Not stored: asking by hash finds nothing.
         got, body = graphql(p, None, extra={"extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}}})
         codes = [e.get("extensions", {}).get("code") for e in (body or {}).get("errors", [])]
@@ -572,8 +622,9 @@ def classics(suite):
                 read_timeout=10)
         return suite.expect(r.count(b"HTTP/1.1 200") == 2001, f"{r.count(b'HTTP/1.1 200')} answers")
 
+    bomb = gzip.compress(b"\0" * (64 << 20))
+
     def gzip_bomb():
-        bomb = gzip.compress(b"\0" * (64 << 20))
         r = raw(p, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
                 % len(bomb) + bomb, read_timeout=10)
         return suite.expect(status_of(r) == 413, f"status {status_of(r)}")

@@ -5,6 +5,8 @@ import Foundation
 import GraphQL
 import HTTPTypes
 import NIOCore
+import NIOPosix
+import Synchronization
 
 /// A route's GraphQL endpoint, per the GraphQL-over-HTTP specification: POST with a JSON body
 /// (one operation, or an array of them when batching is on), or GET with `query`, `variables`
@@ -123,7 +125,41 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
         batched = request.batched
         for field in exchange.request.headerFields { headers[field.name.canonicalName] = field.value }
         headers["x-request-id"] = exchange.requestID
-        prepared = request.operations.map { Self.prepare($0, route: route, cache: cache, isGet: isGet) }
+        prepare(request.operations, from: 0, isGet: isGet)
+    }
+
+    /// Prepares the operations in order, then runs them. A document this loop has not seen is
+    /// parsed and validated here when it is small, else on the `DocumentChecker`'s threads:
+    /// GraphQLSwift's validation costs about 18 µs per field, so a 10,000-token document would
+    /// hold every connection on this loop for ~90 ms.
+    private func prepare(_ operations: [GraphQLHTTPRequest.Operation], from start: Int, isGet: Bool) {
+        for index in start..<operations.count {
+            let operation = operations[index]
+            switch Self.lookup(operation, route: route, cache: cache) {
+            case .answered(let answer):
+                prepared.append(answer)
+            case .cached(let known, let query, let toPersist):
+                prepared.append(Self.finish(operation, cached: known, query: query, toPersist: toPersist, route: route, isGet: isGet))
+            case .miss(let query, let toPersist) where query.utf8.count <= DocumentChecker.inlineBytes:
+                let check = route.engine.parseAndValidate(query, prescan: route.prescan, rules: route.rules)
+                prepared.append(Self.admit(check, query: query, toPersist: toPersist, operation, route: route, cache: cache, isGet: isGet))
+            case .miss(let query, let toPersist):
+                guard let checked = DocumentChecker.shared.check(query, route: route, on: exchange.eventLoop) else {
+                    exchange.fail(DocumentChecker.busy)
+                    return
+                }
+                let loopBound = NIOLoopBound(self, eventLoop: exchange.eventLoop)
+                checked.whenComplete { result in
+                    let exchange = loopBound.value
+                    guard !exchange.cancelled else { return }
+                    guard case .success(let checked) = result else { return exchange.exchange.fail(DocumentChecker.busy) }
+                    exchange.prepared.append(Self.admit(checked.check, query: query, toPersist: toPersist, operation,
+                                                        route: exchange.route, cache: exchange.cache, isGet: isGet))
+                    exchange.prepare(operations, from: index + 1, isGet: isGet)
+                }
+                return
+            }
+        }
         runOperation(0)
     }
 
@@ -201,52 +237,69 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
         }
     }
 
+    /// Where an operation's document comes from: an answer already (a persisted-query error),
+    /// this loop's cache, or text that must be parsed and validated first.
+    enum Lookup {
+        case answered(Prepared)
+        case cached(CachedDocument, query: String, toPersist: String?)
+        case miss(query: String, toPersist: String?)
+    }
+
     /// The spec's stages before execution, each with its own answer: the query (or its
-    /// persisted hash), parse, the method, validation, limits.
-    static func prepare(_ operation: GraphQLHTTPRequest.Operation, route: GraphQLRoute, cache: GraphQLDocumentCache,
-                        isGet: Bool) -> Prepared {
+    /// persisted hash), then the cache.
+    static func lookup(_ operation: GraphQLHTTPRequest.Operation, route: GraphQLRoute, cache: GraphQLDocumentCache) -> Lookup {
         var query = operation.query
-        // A query sent with its hash is kept only once it has parsed and validated (below).
+        // A query sent with its hash is kept only once it has parsed and validated.
         var toPersist: String?
         if let hash = operation.persistedHash {
             guard route.config.persistedQueries else {
-                return .answered(.requestError(GraphQLError(message: "PersistedQueryNotSupported",
-                                                            extensions: ["code": "PERSISTED_QUERY_NOT_SUPPORTED"])))
+                return .answered(.answered(.requestError(GraphQLError(message: "PersistedQueryNotSupported",
+                                                                      extensions: ["code": "PERSISTED_QUERY_NOT_SUPPORTED"]))))
             }
             // A SHA-256 is 64 hex digits; anything else is never looked up, hashed against or kept.
             guard hash.utf8.count == 64, hash.utf8.allSatisfy({ ($0 | 0x20) &- UInt8(ascii: "a") < 6 || $0 &- UInt8(ascii: "0") < 10 }) else {
-                return .answered(.requestError(GraphQLError(message: "persistedQuery.sha256Hash must be 64 hexadecimal digits",
-                                                            extensions: ["code": "PERSISTED_QUERY_HASH_MISMATCH"])))
+                return .answered(.answered(.requestError(GraphQLError(message: "persistedQuery.sha256Hash must be 64 hexadecimal digits",
+                                                                      extensions: ["code": "PERSISTED_QUERY_HASH_MISMATCH"]))))
             }
             if let text = query {
-                if let refusal = route.prescan.check(text) { return .answered(.requestError(refusal.error)) }
+                if let refusal = route.prescan.check(text) { return .answered(.answered(.requestError(refusal.error))) }
                 guard PersistedQueries.sha256(text) == hash.lowercased() else {
-                    return .answered(.requestError(GraphQLError(message: "provided sha does not match query",
-                                                                extensions: ["code": "PERSISTED_QUERY_HASH_MISMATCH"])))
+                    return .answered(.answered(.requestError(GraphQLError(message: "provided sha does not match query",
+                                                                          extensions: ["code": "PERSISTED_QUERY_HASH_MISMATCH"]))))
                 }
                 toPersist = hash.lowercased()
             } else if let text = route.persisted.query(hash: hash.lowercased()) {
                 query = text
             } else {
-                return .answered(.requestError(GraphQLError(message: "PersistedQueryNotFound",
-                                                            extensions: ["code": "PERSISTED_QUERY_NOT_FOUND"])))
+                return .answered(.answered(.requestError(GraphQLError(message: "PersistedQueryNotFound",
+                                                                      extensions: ["code": "PERSISTED_QUERY_NOT_FOUND"]))))
             }
         }
         guard let query else {
-            return .answered(.requestError(GraphQLError(message: "the request has no query")))
+            return .answered(.answered(.requestError(GraphQLError(message: "the request has no query"))))
         }
-        let cached: CachedDocument
-        if let known = cache.document(for: query) {
-            cached = known
-        } else {
-            let document: Document
-            switch route.engine.parseAndValidate(query, prescan: route.prescan, rules: route.rules) {
-            case .valid(let valid): document = valid
-            case .refused(let errors): return .answered(.requestError(errors))
-            }
-            cached = CachedDocument(document)
-            cache.store(cached, for: query)  // only valid documents are worth keeping
+        if let known = cache.document(for: query) { return .cached(known, query: query, toPersist: toPersist) }
+        return .miss(query: query, toPersist: toPersist)
+    }
+
+    /// A checked document into this loop's cache (only valid ones are worth keeping), then
+    /// the operation's own checks.
+    static func admit(_ check: GraphQLEngine.DocumentCheck, query: String, toPersist: String?,
+                      _ operation: GraphQLHTTPRequest.Operation, route: GraphQLRoute, cache: GraphQLDocumentCache,
+                      isGet: Bool) -> Prepared {
+        switch check {
+        case .refused(let errors):
+            return .answered(.requestError(errors))
+        case .valid(let document):
+            let cached = CachedDocument(document)
+            cache.store(cached, for: query)
+            return finish(operation, cached: cached, query: query, toPersist: toPersist, route: route, isGet: isGet)
         }
+    }
+
+    /// The method (queries only over GET) and the limits.
+    static func finish(_ operation: GraphQLHTTPRequest.Operation, cached: CachedDocument, query: String, toPersist: String?,
+                       route: GraphQLRoute, isGet: Bool) -> Prepared {
         if let toPersist { route.persisted.persist(query, hash: toPersist) }
         let document = cached.document
         let chosen = GraphQLEngine.operation(in: document, named: operation.operationName)
@@ -265,7 +318,6 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
         }
         return .ready(cached, operationName: operation.operationName, variables: operation.variables)
     }
-
 
     static func acceptsGraphQLResponse(_ accept: String?) -> Bool {
         accept?.lowercased().contains("application/graphql-response+json") ?? false
@@ -340,5 +392,44 @@ enum GraphQLOutcome {
             body.writeString(text)
         }
         body.writeStaticString("}")
+    }
+}
+
+/// Parses and validates GraphQL documents off the event loops, on a small pool of threads of
+/// its own, so a large new document costs its CPU there rather than stalling every connection
+/// of a loop. Bounded: past `maxQueued` documents waiting, new ones are refused (503) until
+/// the queue drains. Shared by all routes and loops; it lives as long as the process.
+final class DocumentChecker: Sendable {
+    static let shared = DocumentChecker(threads: max(1, System.coreCount / 2))
+    /// Documents up to this size are checked on the loop: ~500 fields at most, a few ms.
+    static let inlineBytes = 1024
+    static let maxQueued = 256
+    static let busy = GatewayError(status: .serviceUnavailable, code: "graphql_busy",
+                                   message: "too many new GraphQL documents are waiting to be validated; retry shortly")
+
+    /// The document moves from the pool's thread to the loop once, whole, and is never shared.
+    struct Checked: @unchecked Sendable {
+        let check: GraphQLEngine.DocumentCheck
+    }
+
+    private let pool: NIOThreadPool
+    private let queued = Atomic<Int>(0)
+
+    init(threads: Int) {
+        pool = NIOThreadPool(numberOfThreads: threads)
+        pool.start()
+    }
+
+    /// nil when the queue is full.
+    func check(_ query: String, route: GraphQLRoute, on eventLoop: any EventLoop) -> EventLoopFuture<Checked>? {
+        guard queued.add(1, ordering: .relaxed).newValue <= Self.maxQueued else {
+            queued.subtract(1, ordering: .relaxed)
+            return nil
+        }
+        let engine = route.engine, prescan = route.prescan, rules = route.rules
+        return pool.runIfActive(eventLoop: eventLoop) { [self] in
+            defer { queued.subtract(1, ordering: .relaxed) }
+            return Checked(check: engine.parseAndValidate(query, prescan: prescan, rules: rules))
+        }
     }
 }

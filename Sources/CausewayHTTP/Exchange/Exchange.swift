@@ -45,7 +45,9 @@ public final class Exchange {
     private var bodyTimeout = TimeAmount.zero
     private var bodyTimer: Scheduled<Void>?
     private var bodyProgress = NIODeadline.uptimeNanoseconds(0)
-    private var bodyWanted = true
+    /// Until a consumer attaches, the body is not wanted yet (a client that sent
+    /// `Expect: 100-continue` is waiting for us), so its clock does not run.
+    private var bodyWanted = false
 
     public init(request: HTTPRequest, requestBodyLength: Int?, client: ClientInfo, eventLoop: any EventLoop,
                 allocator: ByteBufferAllocator, downstream: any ExchangeDownstream) {

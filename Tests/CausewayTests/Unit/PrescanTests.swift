@@ -1,4 +1,6 @@
 import CausewayGraphQL
+import Foundation
+import GraphQL
 import Testing
 
 /// The GraphQL prescan: the bounds it enforces before the parser runs, each at its edge, and
@@ -80,5 +82,40 @@ struct PrescanTests {
         let many = DocumentPrescan(maxTokens: 100_000, maxDepth: 12, maxExpandedFields: 100_000, maxBytes: 1 << 20)
         let definitions = (0...DocumentPrescan.maxDefinitions).map { "query Q\($0) { a }" }.joined(separator: "\n")
         #expect(code(definitions, many) == "MAX_DEFINITIONS_EXCEEDED")
+    }
+}
+
+/// Validation errors are cheap to make only without locations (GraphQLSwift scans the whole
+/// text to locate each one): a few are located, many come back unlocated and capped.
+struct ValidationErrorCostTests {
+    let engine: GraphQLEngine = {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../../schemas/demo.graphql")
+        let text = try! String(contentsOf: path, encoding: .utf8)
+        return GraphQLEngine(try! SchemaLoader.load(text: text, file: "demo.graphql", upstreams: ["users", "orders"]))
+    }()
+    let prescan = DocumentPrescan(maxTokens: 10000, maxDepth: 12, maxExpandedFields: 5000, maxBytes: 256 << 10)
+
+    func errors(_ query: String) -> [GraphQLError] {
+        guard case .refused(let errors) = engine.parseAndValidate(query, prescan: prescan, rules: specifiedRules) else { return [] }
+        return errors
+    }
+
+    @Test func fewErrorsAreLocated() {
+        let found = errors("{ a users { id } b }")
+        #expect(found.map(\.message) == [#"Cannot query field "a" on type "Query"."#, #"Cannot query field "b" on type "Query"."#])
+        #expect(found.map { $0.locations.map(\.column) } == [[3], [18]])
+    }
+
+    @Test func manyErrorsAreCappedAndUnlocated() {
+        // What the fuzzer found: ~800 unknown fields took seconds to locate one by one.
+        let found = errors("{ " + String(repeating: "a ", count: 2000) + "}")
+        #expect(found.count == 100)
+        #expect(found.allSatisfy { $0.locations.isEmpty && $0.message == #"Cannot query field "a" on type "Query"."# })
+        // Valid documents are parsed with locations, for the errors execution may report.
+        guard case .valid(let document) = engine.parseAndValidate("{ users { id } }", prescan: prescan, rules: specifiedRules) else {
+            Issue.record("valid document refused")
+            return
+        }
+        #expect(document.loc != nil)
     }
 }
