@@ -16,8 +16,10 @@ harnesses=("$@")
 [ ${#harnesses[@]} -gt 0 ] || harnesses=(FuzzGraphQLDocument FuzzJSON FuzzHTTP1Head)
 # AddressSanitizer beside libFuzzer: an out-of-bounds write is reported where it happens, not
 # as a crash somewhere later (the first JSON finding was a "double free" without it).
+# (Swift takes the last -sanitize= it is given, and SwiftPM passes one per --sanitize: the
+# combined flag after them is what keeps both coverage and ASan in Swift code.)
 flags=(-c release --sanitize=fuzzer --sanitize=address)
-if ! swift build "${flags[@]}" -Xswiftc -parse-as-library > .build-log 2>&1; then
+if ! swift build "${flags[@]}" -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library > .build-log 2>&1; then
     grep -E "error" .build-log || tail -n 30 .build-log
     echo "fuzz: the harnesses did not build"
     exit 1
