@@ -142,9 +142,10 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
                 prepared.append(Self.finish(operation, cached: known, query: query, toPersist: toPersist, route: route, isGet: isGet))
             case .miss(let query, let toPersist) where query.utf8.count <= DocumentChecker.inlineBytes:
                 let check = route.engine.parseAndValidate(query, prescan: route.prescan, rules: route.rules)
-                prepared.append(Self.admit(check, query: query, toPersist: toPersist, operation, route: route, cache: cache, isGet: isGet))
+                prepared.append(Self.admit(DocumentChecker.Checked(check: check), query: query, toPersist: toPersist, operation,
+                                           route: route, cache: cache, isGet: isGet))
             case .miss(let query, let toPersist):
-                guard let checked = DocumentChecker.shared.check(query, route: route, on: exchange.eventLoop) else {
+                guard let checked = DocumentChecker.shared.check(query, operation: operation, route: route, on: exchange.eventLoop) else {
                     exchange.fail(DocumentChecker.busy)
                     return
                 }
@@ -153,7 +154,7 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
                     let exchange = loopBound.value
                     guard !exchange.cancelled else { return }
                     guard case .success(let checked) = result else { return exchange.exchange.fail(DocumentChecker.busy) }
-                    exchange.prepared.append(Self.admit(checked.check, query: query, toPersist: toPersist, operation,
+                    exchange.prepared.append(Self.admit(checked, query: query, toPersist: toPersist, operation,
                                                         route: exchange.route, cache: exchange.cache, isGet: isGet))
                     exchange.prepare(operations, from: index + 1, isGet: isGet)
                 }
@@ -284,22 +285,25 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
 
     /// A checked document into this loop's cache (only valid ones are worth keeping), then
     /// the operation's own checks.
-    static func admit(_ check: GraphQLEngine.DocumentCheck, query: String, toPersist: String?,
+    static func admit(_ checked: DocumentChecker.Checked, query: String, toPersist: String?,
                       _ operation: GraphQLHTTPRequest.Operation, route: GraphQLRoute, cache: GraphQLDocumentCache,
                       isGet: Bool) -> Prepared {
-        switch check {
+        switch checked.check {
         case .refused(let errors):
             return .answered(.requestError(errors))
         case .valid(let document):
             let cached = CachedDocument(document)
+            cached.plans = checked.plans
             cache.store(cached, for: query)
-            return finish(operation, cached: cached, query: query, toPersist: toPersist, route: route, isGet: isGet)
+            return finish(operation, cached: cached, query: query, toPersist: toPersist, route: route, isGet: isGet,
+                          measured: checked.measured)
         }
     }
 
     /// The method (queries only over GET) and the limits.
+    /// `measured`: the limits' verdict when the document checker already measured it.
     static func finish(_ operation: GraphQLHTTPRequest.Operation, cached: CachedDocument, query: String, toPersist: String?,
-                       route: GraphQLRoute, isGet: Bool) -> Prepared {
+                       route: GraphQLRoute, isGet: Bool, measured: GraphQLError?? = nil) -> Prepared {
         if let toPersist { route.persisted.persist(query, hash: toPersist) }
         let document = cached.document
         let chosen = GraphQLEngine.operation(in: document, named: operation.operationName)
@@ -310,8 +314,9 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
         // stays within them.
         let limitsKey = operation.operationName ?? ""
         if !cached.withinLimits.contains(limitsKey) {
-            if let error = route.engine.check(route.limits, document: document, operationName: operation.operationName,
-                                              variables: operation.variables) {
+            let verdict = measured ?? route.engine.check(route.limits, document: document, operationName: operation.operationName,
+                                                         variables: operation.variables)
+            if let error = verdict {
                 return .answered(.requestError(error))
             }
             if chosen?.variableDefinitions.isEmpty == true { cached.withinLimits.insert(limitsKey) }
@@ -395,9 +400,9 @@ enum GraphQLOutcome {
     }
 }
 
-/// Parses and validates GraphQL documents off the event loops, on a small pool of threads of
-/// its own, so a large new document costs its CPU there rather than stalling every connection
-/// of a loop. Bounded: past `maxQueued` documents waiting, new ones are refused (503) until
+/// Parses, validates, measures and plans GraphQL documents off the event loops, on a small pool
+/// of threads of its own, so a large new document costs its CPU there rather than stalling
+/// every connection of a loop (all of it is linear in the document's fields, ~20 µs each). Bounded: past `maxQueued` documents waiting, new ones are refused (503) until
 /// the queue drains. Shared by all routes and loops; it lives as long as the process.
 final class DocumentChecker: Sendable {
     static let shared = DocumentChecker(threads: max(1, System.coreCount / 2))
@@ -407,9 +412,13 @@ final class DocumentChecker: Sendable {
     static let busy = GatewayError(status: .serviceUnavailable, code: "graphql_busy",
                                    message: "too many new GraphQL documents are waiting to be validated; retry shortly")
 
-    /// The document moves from the pool's thread to the loop once, whole, and is never shared.
+    /// The document (and the operation's plan) moves from the pool's thread to the loop once,
+    /// whole, and is never shared.
     struct Checked: @unchecked Sendable {
         let check: GraphQLEngine.DocumentCheck
+        /// The operation's limits verdict (nil: not measured here), and its plan when within them.
+        var measured: GraphQLError?? = nil
+        var plans: [OperationPlan] = []
     }
 
     private let pool: NIOThreadPool
@@ -421,15 +430,22 @@ final class DocumentChecker: Sendable {
     }
 
     /// nil when the queue is full.
-    func check(_ query: String, route: GraphQLRoute, on eventLoop: any EventLoop) -> EventLoopFuture<Checked>? {
+    func check(_ query: String, operation: GraphQLHTTPRequest.Operation, route: GraphQLRoute,
+               on eventLoop: any EventLoop) -> EventLoopFuture<Checked>? {
         guard queued.add(1, ordering: .relaxed).newValue <= Self.maxQueued else {
             queued.subtract(1, ordering: .relaxed)
             return nil
         }
-        let engine = route.engine, prescan = route.prescan, rules = route.rules
+        let engine = route.engine, prescan = route.prescan, rules = route.rules, limits = route.limits
+        let name = operation.operationName, variables = operation.variables
         return pool.runIfActive(eventLoop: eventLoop) { [self] in
             defer { queued.subtract(1, ordering: .relaxed) }
-            return Checked(check: engine.parseAndValidate(query, prescan: prescan, rules: rules))
+            var checked = Checked(check: engine.parseAndValidate(query, prescan: prescan, rules: rules))
+            guard case .valid(let document) = checked.check else { return checked }
+            let verdict = engine.check(limits, document: document, operationName: name, variables: variables)
+            checked.measured = .some(verdict)
+            if verdict == nil { _ = engine.prepare(document, operationName: name, variables: variables, plans: &checked.plans) }
+            return checked
         }
     }
 }
