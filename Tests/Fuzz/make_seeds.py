@@ -24,6 +24,8 @@ graphql = {
     "values": '{ user(id: ' + "[" * 40 + '"1"' + "]" * 40 + ") { id } }",
     "blockstring": '{ user(id: """a\\"""b""") { id } } # comment',
     "conflict": '{ users { x: id x: name ... on User { x: email } } }',
+    "alike-operations": 'query($n: Int) { users(limit: $n) { id } }\nquery($n: Int) { users(limit: $n) { id } }\n'
+                        'query Q { users { ...F } } query Q { users { ...F } } fragment F on User { id }',
 }
 jsons = {
     "object": '{"query":"{ users { id } }","variables":{"a":[1,2.5e10,-0,true,null,"\\u00e9\\ud83d\\ude00"]}}',

@@ -45,6 +45,9 @@ public struct DocumentPrescan: Sendable {
 
     private struct Definition {
         var name: String?  // fragments only
+        var isOperation = false
+        /// nil for an anonymous operation.
+        var operationName: String?
         var bodyOpened = false
         var ownDepth = 0
         var fields = 0
@@ -83,6 +86,7 @@ public struct DocumentPrescan: Sendable {
         var afterOn = false  // `on` of a type condition
         var afterAt = false  // `@`
         var afterFragmentKeyword = false  // `fragment`: its name comes next
+        var afterOperationKeyword = false  // `query` etc.: its name may come next
         var pendingInline = false  // the next `{` is an inline fragment's
         var pendingFragmentBody = false  // the next `{` is a fragment definition's own
         var directives = 0
@@ -121,9 +125,10 @@ public struct DocumentPrescan: Sendable {
                 }
                 if stack.isEmpty && parens == 0 {
                     // A definition's body: `query Q {`, `fragment F on T {`, or `{` alone.
+                    afterOperationKeyword = false
                     if current < 0 || definitions[current].bodyOpened {
                         if definitions.count >= Self.maxDefinitions { return tooManyDefinitions() }
-                        definitions.append(Definition())
+                        definitions.append(Definition(isOperation: true))
                         current = definitions.count - 1
                     }
                     definitions[current].bodyOpened = true
@@ -210,6 +215,9 @@ public struct DocumentPrescan: Sendable {
                 let name = UnsafeBufferPointer(rebasing: bytes[start..<i])
                 if afterAt {
                     afterAt = false  // a directive's name
+                } else if afterOperationKeyword && stack.isEmpty && parens == 0 {
+                    afterOperationKeyword = false
+                    if current >= 0 { definitions[current].operationName = String(decoding: name, as: UTF8.self) }
                 } else if afterFragmentKeyword {
                     afterFragmentKeyword = false
                     if definitions.count >= Self.maxDefinitions { return tooManyDefinitions() }
@@ -236,8 +244,9 @@ public struct DocumentPrescan: Sendable {
                         // `query`, `mutation`, `subscription`: its name, variables and
                         // directives follow, then its body.
                         if definitions.count >= Self.maxDefinitions { return tooManyDefinitions() }
-                        definitions.append(Definition())
+                        definitions.append(Definition(isOperation: true))
                         current = definitions.count - 1
+                        afterOperationKeyword = true
                     }
                 } else if inSelection {
                     if current >= 0 { definitions[current].fields += 1 }
@@ -247,12 +256,29 @@ public struct DocumentPrescan: Sendable {
             default:
                 break
             }
+            if stack.isEmpty && parens == 0 && byte != UInt8(ascii: "@") { afterOperationKeyword = false }
             afterSpread = false
             afterOn = false
             afterAt = false
             i += 1
         }
-        return expand(definitions)
+        return operationsAreDistinct(definitions) ?? expand(definitions)
+    }
+
+    /// Two operations that are alike (both anonymous, or one name twice) are validation errors
+    /// anyway, and must be refused before validation: GraphQLSwift hashes an operation by
+    /// identity but compares it by structure, and its validation keys dictionaries by
+    /// operation, so two equal ones can trap the process (found by fuzzing).
+    private func operationsAreDistinct(_ definitions: [Definition]) -> Refusal? {
+        let operations = definitions.filter(\.isOperation)
+        if operations.count > 1 && operations.contains(where: { $0.operationName == nil }) {
+            return Refusal(message: "This anonymous operation must be the only defined operation.", code: "GRAPHQL_VALIDATION_FAILED")
+        }
+        var names: Set<String> = []
+        for case let name? in operations.map(\.operationName) where !names.insert(name).inserted {
+            return Refusal(message: "There can be only one operation named \"\(name)\".", code: "GRAPHQL_VALIDATION_FAILED")
+        }
+        return nil
     }
 
     /// Depth through spreads and expanded field counts, per definition: an iterative

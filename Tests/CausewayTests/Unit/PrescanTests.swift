@@ -71,6 +71,19 @@ struct PrescanTests {
         #expect(code(chain, generous) == "MAX_DEPTH_EXCEEDED")
     }
 
+    @Test func operationsMustBeDistinguishable() {
+        // GraphQLSwift keys validation caches by operation, hashed by identity but compared by
+        // structure: two alike operations could trap the process (found by fuzzing).
+        #expect(code("{ a } { a }") == "GRAPHQL_VALIDATION_FAILED")
+        #expect(code("query { a } query { a }") == "GRAPHQL_VALIDATION_FAILED")
+        #expect(code("{ a } query Q { a }") == "GRAPHQL_VALIDATION_FAILED")
+        #expect(code("query Q { a } mutation Q { a }") == "GRAPHQL_VALIDATION_FAILED")
+        #expect(DocumentPrescan(maxTokens: 1000, maxDepth: 5, maxExpandedFields: 100, maxBytes: 1 << 16)
+                    .check("query Q($v: Int = 1) @d { a } query R @d { a } fragment F on T { a }") == nil)
+        #expect(code("query ($v: Int) { a }") == nil)
+        #expect(scan.check("query Q { a } query Q { b }")?.message == #"There can be only one operation named "Q"."#)
+    }
+
     @Test func tokensBytesDirectivesAndDefinitions() {
         let wide = DocumentPrescan(maxTokens: 1000, maxDepth: 5, maxExpandedFields: 100_000, maxBytes: 64 << 10)
         #expect(code("{ a " + String(repeating: "b ", count: 997) + "}", wide) == nil)  // 1,000 tokens
