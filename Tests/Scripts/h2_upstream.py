@@ -3,8 +3,10 @@
 cannot show: trailers both ways, what happens to a stream the client gave up on, GOAWAY and
 REFUSED_STREAM.
 
-Usage: h2_upstream.py PORT_FILE
-Listens on 127.0.0.1 (a free port, written to PORT_FILE once ready). Paths:
+Usage: h2_upstream.py PORT_FILE [CERT KEY]
+Listens on 127.0.0.1 (a free port, written to PORT_FILE once ready); with CERT and KEY, h2 over
+TLS (ALPN h2) instead of h2c. Paths:
+  /headers   the request's header fields, pseudo-headers first, as a JSON list of pairs
   /trailers  echoes the request's trailers back as response trailers (prefixed "echo-"), after
              headers, a DATA frame and grpc-status: 0
   /hang      sends headers and one DATA frame, then never finishes
@@ -17,6 +19,7 @@ Listens on 127.0.0.1 (a free port, written to PORT_FILE once ready). Paths:
 import json
 import os
 import socket
+import ssl
 import sys
 import threading
 
@@ -49,7 +52,7 @@ def serve(sock):
     conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
     conn.initiate_connection()
     sock.sendall(conn.data_to_send())
-    paths, trailers = {}, {}
+    paths, trailers, heads = {}, {}, {}
     try:
         while True:
             data = sock.recv(65536)
@@ -58,6 +61,7 @@ def serve(sock):
             for event in conn.receive_data(data):
                 if isinstance(event, h2.events.RequestReceived):
                     paths[event.stream_id] = dict(event.headers)[":path"]
+                    heads[event.stream_id] = event.headers
                 elif isinstance(event, h2.events.DataReceived):
                     conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 elif isinstance(event, h2.events.TrailersReceived):
@@ -68,7 +72,8 @@ def serve(sock):
                 hang = paths.get(event.stream_id) == "/hang" if hasattr(event, "stream_id") else False
                 if (isinstance(event, h2.events.RequestReceived) and hang) or (
                         isinstance(event, h2.events.StreamEnded) and not hang):
-                    respond(conn, event.stream_id, paths[event.stream_id], trailers.pop(event.stream_id, []))
+                    respond(conn, event.stream_id, paths[event.stream_id], trailers.pop(event.stream_id, []),
+                            heads.pop(event.stream_id, []))
             sock.sendall(conn.data_to_send())
     except (OSError, h2.exceptions.ProtocolError):
         return
@@ -76,7 +81,7 @@ def serve(sock):
         sock.close()
 
 
-def respond(conn, stream_id, path, request_trailers):
+def respond(conn, stream_id, path, request_trailers, request_headers):
     if path == "/goaway" and first_time("goaway"):
         conn.close_connection(error_code=h2.errors.ErrorCodes.NO_ERROR, last_stream_id=0)
         return
@@ -93,7 +98,10 @@ def respond(conn, stream_id, path, request_trailers):
         conn.send_headers(stream_id, [(":status", "200")])
         conn.send_data(stream_id, b"started\n")
         return
-    body = json.dumps(events).encode() if path == "/events" else f"ok {path}\n".encode()
+    if path == "/headers":
+        body = json.dumps([list(pair) for pair in request_headers]).encode()
+    else:
+        body = json.dumps(events).encode() if path == "/events" else f"ok {path}\n".encode()
     conn.send_headers(stream_id, [(":status", "200"), ("content-length", str(len(body)))])
     conn.send_data(stream_id, body, end_stream=True)
 
@@ -111,11 +119,22 @@ def main():
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
+    tls = None
+    if len(sys.argv) > 3:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(sys.argv[2], sys.argv[3])
+        tls.set_alpn_protocols(["h2"])
     with open(sys.argv[1] + ".tmp", "w") as f:
         f.write(str(listener.getsockname()[1]))
     os.rename(sys.argv[1] + ".tmp", sys.argv[1])
     while True:
         sock, _ = listener.accept()
+        if tls:
+            try:
+                sock = tls.wrap_socket(sock, server_side=True)
+            except (OSError, ssl.SSLError):
+                sock.close()
+                continue
         with lock:
             connections += 1
             events.append(f"connection {connections}")

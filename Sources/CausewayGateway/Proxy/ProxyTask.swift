@@ -60,9 +60,15 @@ final class ProxyTask {
         }
     }
 
-    private func requestHead() -> HTTPRequestHead {
+    /// `http2`: the request goes to an HTTP/2 upstream, where a client's `TE: trailers` is
+    /// passed on (it is hop-by-hop, but HTTP/2 allows exactly that value, and gRPC needs it).
+    private func requestHead(http2: Bool) -> HTTPRequestHead {
         var fields = exchange.request.headerFields
+        let acceptsTrailers = http2 && fields[values: .te].contains { value in
+            value.split(separator: ",").contains { $0.split(separator: ";")[0].trimmingSpaces().lowercased() == "trailers" }
+        }
         HopByHop.strip(&fields)
+        if acceptsTrailers { fields[.te] = "trailers" }
         fields.append(HTTPField(name: Self.forwardedFor, value: exchange.client.address))
         fields.append(HTTPField(name: Self.forwardedProto, value: exchange.client.scheme))
         if let authority = exchange.request.authority {
@@ -133,7 +139,7 @@ extension ProxyTask: PoolWaiter {
         self.connection = connection
         onReusedConnection = connection.isReused
         sendsBody = exchange.requestBodyLength != 0
-        connection.execute(requestHead(), hasBody: sendsBody, sink: self)
+        connection.execute(requestHead(http2: connection.isHTTP2), hasBody: sendsBody, sink: self)
         if !retried { exchange.attachRequestBodyConsumer(self) }
     }
 

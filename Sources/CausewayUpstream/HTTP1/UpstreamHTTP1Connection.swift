@@ -30,6 +30,8 @@ public enum UpstreamError: Error, Sendable, Equatable {
 public protocol UpstreamRequestChannel: AnyObject {
     /// It served requests before (a reused keep-alive connection, or a busy HTTP/2 connection).
     var isReused: Bool { get }
+    /// An HTTP/2 stream (which may carry `te: trailers`), not an HTTP/1.1 connection.
+    var isHTTP2: Bool { get }
     func execute(_ head: HTTPRequestHead, hasBody: Bool, sink: any UpstreamResponseSink)
     func writeBody(_ chunk: ByteBuffer)
     func writeEnd(_ trailers: HTTPHeaders?)
@@ -78,6 +80,7 @@ public final class UpstreamHTTP1Connection: ChannelDuplexHandler, RemovableChann
     }
 
     public var isActive: Bool { state == .active }
+    public var isHTTP2: Bool { false }
     /// Read before `execute` counts the new exchange.
     public var isReused: Bool { exchangesServed > 0 }
 

@@ -164,12 +164,14 @@ public final class HTTP2UpstreamConnection: ChannelInboundHandler {
 
     func submit(_ stream: HTTP2UpstreamStream, head: HTTPRequestHead, hasBody: Bool) -> Bool {
         guard let session else { return false }
-        var fields: [(String, String)] = [(":method", head.method.rawValue), (":scheme", "http"),
+        // The scheme of the connection the request travels on (RFC 9113 §8.3.1).
+        var fields: [(String, String)] = [(":method", head.method.rawValue), (":scheme", pool.endpoint.tls == nil ? "http" : "https"),
                                           (":authority", head.headers["host"].first ?? pool.endpoint.label),
                                           (":path", head.uri)]
         for (name, value) in head.headers {
             let lower = name.lowercased()
-            if Self.connectionSpecific.contains(lower) { continue }
+            // `te: trailers` is the one TE HTTP/2 allows, and gRPC servers require it.
+            if Self.connectionSpecific.contains(lower) && !(lower == "te" && value.lowercased() == "trailers") { continue }
             fields.append((lower, value))
         }
         let id: Int32 = withNGHTTP2Headers(fields) { nva in

@@ -7,6 +7,7 @@ import CausewayHTTP
 /// HTTP/1.1 connection. Request body chunks wait in a queue that nghttp2's data provider pulls
 /// as the upstream's window allows; response window is returned only as the client takes bytes.
 final class HTTP2UpstreamStream: UpstreamRequestChannel {
+    var isHTTP2: Bool { true }
     unowned(unsafe) let connection: HTTP2UpstreamConnection
     var streamID: Int32 = 0
     let isReused: Bool

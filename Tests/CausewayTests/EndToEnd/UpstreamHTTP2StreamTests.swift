@@ -86,3 +86,33 @@ import Testing
         }
     }
 }
+
+/// What an HTTP/2 upstream is told of the request: `:scheme` is the upstream connection's own
+/// (https over TLS), and a client's `TE: trailers` is passed on, the one TE value HTTP/2 allows
+/// and the one gRPC servers require.
+@Suite(.serialized) struct UpstreamHTTP2HeaderTests {
+    @Test(arguments: [false, true])
+    func schemeAndTEReachTheUpstream(tls: Bool) async throws {
+        let certificates = TestCertificates.shared
+        let upstream = try await PythonUpstream.start(
+            arguments: tls ? [certificates.cert("upstream"), certificates.key("upstream")] : [])
+        defer { upstream.stop() }
+        let definition = tls
+            ? "{endpoints: [{address: \"localhost:\(upstream.port)\"}], protocol: h2, tls: {ca: \"\(certificates.cert("ca"))\"}}"
+            : "{endpoints: [{address: \"127.0.0.1:\(upstream.port)\"}], protocol: h2c}"
+        let gateway = try await GatewayHarness.start(
+            routes: "  - {name: h2, match: {path_prefix: /}, upstream: h2up}",
+            extraUpstreams: "  h2up: \(definition)")
+        try await gateway.run { gateway in
+            for transport in Transport.allCases {
+                let result = try Curl.run(["-H", "TE: trailers", "\(gateway.url(transport))/headers"], over: transport)
+                let pairs = (try? JSONDecoder().decode([[String]].self, from: Data(result.body.utf8))) ?? []
+                let fields = Dictionary(pairs.map { ($0[0], $0[1]) }, uniquingKeysWith: { a, _ in a })
+                #expect(result.status == 200, "\(transport)")
+                #expect(fields[":scheme"] == (tls ? "https" : "http"), "\(transport): \(pairs)")
+                #expect(fields["te"] == "trailers", "\(transport): \(pairs)")
+                #expect(fields["connection"] == nil && fields["transfer-encoding"] == nil, "\(transport): \(pairs)")
+            }
+        }
+    }
+}

@@ -11,12 +11,12 @@ final class PythonUpstream: @unchecked Sendable {
     private let process: Process
     private let stdin: Pipe
 
-    static func start(script: String = "h2_upstream.py") async throws -> PythonUpstream {
+    static func start(script: String = "h2_upstream.py", arguments: [String] = []) async throws -> PythonUpstream {
         let portFile = FileManager.default.temporaryDirectory.appendingPathComponent("h2up-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: portFile) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")  // the python3 pip installed into
-        process.arguments = ["python3", scripts + "/" + script, portFile]
+        process.arguments = ["python3", scripts + "/" + script, portFile] + arguments
         let stdin = Pipe()  // it exits when this closes, should the test runner die first
         process.standardInput = stdin
         try process.run()
