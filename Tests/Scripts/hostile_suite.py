@@ -501,6 +501,14 @@ def graphql_attacks(suite):
         digest = hashlib.sha256(text.encode()).hexdigest()
         garbage.append((digest, graphql_request(text, extra={"extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}}})))
 
+    many_variables = graphql_request("{ __typename }", variables={"k%d" % i: i for i in range(60000)})
+
+    def variables_flood():
+        got, body = graphql(p, None, request=many_variables)
+        return suite.expect(got == 400 and "values" in json.dumps(body), f"status {got} {json.dumps(body)[:200]}")
+
+    suite.case("graphql: 60,000 variables in 1 MB", variables_flood)
+
     def apq_garbage():
         rss_before = rss(suite.process.pid)
         for digest, request in garbage:

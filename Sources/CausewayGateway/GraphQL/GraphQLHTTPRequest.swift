@@ -31,9 +31,10 @@ struct GraphQLHTTPRequest: Sendable {
         }
         let map: Map
         do {
-            map = try JSONParser.parse(Array(body.readableBytesView))  // integers stay integers (an Int is a valid ID)
+            // Integers stay integers (an Int is a valid ID).
+            map = try JSONParser.parse(Array(body.readableBytesView), maxValues: maxBodyValues)
         } catch {
-            return .failure(.badRequest("the body is not JSON"))
+            return .failure(.badRequest("the body is not JSON, or holds more than \(maxBodyValues) values"))
         }
         switch map {
         case .dictionary:
@@ -55,6 +56,11 @@ struct GraphQLHTTPRequest: Sendable {
             return .failure(.badRequest("the body must be a JSON object (or an array of them)"))
         }
     }
+
+    /// JSON values in a request body (query, variables and their contents, every operation of
+    /// a batch): far above what operations of `max_tokens` can declare, and a bound on the
+    /// work of turning the body into values.
+    static let maxBodyValues = 20_000
 
     private static func operation(_ map: Map) -> Result<Operation, GatewayError> {
         guard case .dictionary(let fields) = map else { return .failure(.badRequest("each operation must be a JSON object")) }
@@ -94,12 +100,14 @@ struct GraphQLHTTPRequest: Sendable {
             case "query": operation.query = value
             case "operationName": operation.operationName = value.isEmpty ? nil : value
             case "extensions" where !value.isEmpty:
-                guard let map = try? JSONParser.parse(Array(value.utf8)), case .dictionary(let extensions) = map else {
+                guard let map = try? JSONParser.parse(Array(value.utf8), maxValues: maxBodyValues),
+                    case .dictionary(let extensions) = map else {
                     return .failure(.badRequest("extensions must be a JSON object"))
                 }
                 operation.persistedHash = persistedHash(extensions)
             case "variables" where !value.isEmpty:
-                guard let map = try? JSONParser.parse(Array(value.utf8)), case .dictionary(let variables) = map else {
+                guard let map = try? JSONParser.parse(Array(value.utf8), maxValues: maxBodyValues),
+                    case .dictionary(let variables) = map else {
                     return .failure(.badRequest("variables must be a JSON object"))
                 }
                 operation.variables = Dictionary(uniqueKeysWithValues: variables.map { ($0.key, $0.value) })

@@ -241,4 +241,15 @@ public enum JSONParser {
     public static func parse(_ bytes: [UInt8]) throws(Failure) -> Map {
         try JSONTape(parsing: bytes).map()
     }
+
+    /// As `parse`, refusing text of more than `maxValues` values before they become `Map`s
+    /// (parsing onto the tape is ~1 GB/s; building maps costs ~0.5 µs a value, so 80,000
+    /// variables in a 1.3 MB body held the loop 49 ms).
+    public static func parse(_ bytes: [UInt8], maxValues: Int) throws(Failure) -> Map {
+        let tape = try JSONTape(parsing: bytes)
+        guard tape.entries.count <= maxValues else {
+            throw Failure(offset: 0, reason: "more than \(maxValues) values")
+        }
+        return tape.map()
+    }
 }
