@@ -261,7 +261,8 @@ final class GraphQLExchange: RequestBodyConsumer, ResponseProducer {
                                                                       extensions: ["code": "PERSISTED_QUERY_HASH_MISMATCH"]))))
             }
             if let text = query {
-                if let refusal = route.prescan.check(text) { return .answered(.answered(.requestError(refusal.error))) }
+                // Too large to keep is too large to hash; the rest of the prescan runs on a miss.
+                if let refusal = route.prescan.sizeRefusal(text.utf8.count) { return .answered(.answered(.requestError(refusal.error))) }
                 guard PersistedQueries.sha256(text) == hash.lowercased() else {
                     return .answered(.answered(.requestError(GraphQLError(message: "provided sha does not match query",
                                                                           extensions: ["code": "PERSISTED_QUERY_HASH_MISMATCH"]))))

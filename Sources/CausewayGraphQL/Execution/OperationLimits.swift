@@ -9,6 +9,7 @@ public struct OperationLimits: Sendable {
     /// Cost: 1 per field, a list field's subtree multiplied by its `first`/`limit` argument
     /// (or `defaultListSize`).
     public var maxComplexity: Int
+    /// Enforced on the raw text by `DocumentPrescan`, before the document is parsed.
     public var maxTokens: Int
     public var defaultListSize = 10
 
@@ -21,24 +22,9 @@ public struct OperationLimits: Sendable {
         self.maxTokens = maxTokens
     }
 
-    /// Lexical tokens of a document (punctuators, names, values; not comments).
-    public static func tokenCount(_ document: Document) -> Int {
-        var count = 0
-        var token = document.loc?.startToken
-        while let current = token {
-            if current.kind != .sof && current.kind != .eof && current.kind != .comment { count += 1 }
-            token = current.next
-        }
-        return count
-    }
-
     /// The first limit the chosen operation exceeds, as the error to answer with.
     func check(_ document: Document, operationName: String?, schema: LoadedShape,
                variables: [String: Map]) -> GraphQLError? {
-        let tokens = Self.tokenCount(document)
-        if tokens > maxTokens {
-            return error("the document has \(tokens) tokens, more than the limit of \(maxTokens)", code: "MAX_TOKENS_EXCEEDED")
-        }
         guard let operation = GraphQLEngine.operation(in: document, named: operationName) else { return nil }  // the executor reports a missing operation
         var fragments: [String: FragmentDefinition] = [:]
         for case let fragment as FragmentDefinition in document.definitions { fragments[fragment.name.value] = fragment }

@@ -59,6 +59,13 @@ public struct DocumentPrescan: Sendable {
         case selection, transparent, value
     }
 
+    /// The size check alone, for text that must not even be hashed when it is too large.
+    public func sizeRefusal(_ byteCount: Int) -> Refusal? {
+        guard byteCount > maxBytes else { return nil }
+        return Refusal(message: "the document is \(byteCount) bytes, more than the limit of \(maxBytes)",
+                       code: "MAX_DOCUMENT_SIZE_EXCEEDED")
+    }
+
     /// nil when the document may go on to the parser.
     public func check(_ text: String) -> Refusal? {
         var text = text
@@ -69,10 +76,7 @@ public struct DocumentPrescan: Sendable {
     // only the lexical bounds (bytes, tokens, nesting, directives) matter, since the parser
     // refuses them before anything expands fragments.
     func check(bytes: UnsafeBufferPointer<UInt8>) -> Refusal? {
-        if bytes.count > maxBytes {
-            return Refusal(message: "the document is \(bytes.count) bytes, more than the limit of \(maxBytes)",
-                           code: "MAX_DOCUMENT_SIZE_EXCEEDED")
-        }
+        if let tooLarge = sizeRefusal(bytes.count) { return tooLarge }
         var tokens = 0
         var stack: [Brace] = []
         var selectionDepth = 0
