@@ -421,7 +421,18 @@ def smuggling(suite):
         heads = suite.upstream.heads[before:]
         return suite.expect(status_of(r) == 200 and heads and heads[-1][1].get("host"), f"{status_of(r)} {heads[-1:]}")
 
+    def body_where_none_is_expected():
+        # A GET with a body, then a pipelined request: the body reaches the upstream framed by
+        # its length, and is never read as the next request.
+        before = len(suite.upstream.lines)
+        r = raw(p, b"GET /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled
+                + b"GET /users/2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        seen = suite.upstream.lines[before:]
+        return suite.expect(r.count(b"HTTP/1.1 200") == 2 and b'"length": %d' % len(smuggled) in r
+                            and seen == ["GET /echo HTTP/1.1", "GET /users/2 HTTP/1.1"], f"{r[:300]!r} upstream saw {seen}")
+
     suite.case("smuggling: Connection: content-length", connection_content_length)
+    suite.case("a GET with a body, then a pipelined request", body_where_none_is_expected)
     suite.case("smuggling: Connection: transfer-encoding", connection_transfer_encoding)
     suite.case("framing set from the body sent", framing_from_the_body)
     suite.case("smuggling: classic shapes (12)", shapes)
