@@ -58,16 +58,18 @@ struct Run: AsyncParsableCommand {
             printError(error.description)
             throw ExitCode(1)
         }
-        try await serve(loaded, logger: Logger(label: "causeway"))
+        try await serve(loaded, configPath: config, logger: Logger(label: "causeway"))
     }
 }
 
 /// Starts the gateway and runs until SIGTERM or SIGINT, then drains.
-func serve(_ config: GatewayConfig, logger: Logger, afterStart: (GatewayServer) async throws -> Void = { _ in }) async throws {
+/// SIGHUP reloads `configPath` (the whole config, certificates included).
+func serve(_ config: GatewayConfig, configPath: String?, logger: Logger,
+           afterStart: (GatewayServer) async throws -> Void = { _ in }) async throws {
     let signals = ShutdownSignals()
     let server: GatewayServer
     do {
-        server = try GatewayServer(config: config, logger: logger)
+        server = try GatewayServer(config: config, configPath: configPath, logger: logger)
         try await server.start()
     } catch {
         printError("causeway: cannot start: \(error)")
@@ -75,10 +77,10 @@ func serve(_ config: GatewayConfig, logger: Logger, afterStart: (GatewayServer) 
     }
     logger.info("started", metadata: ["workers": "\(server.workerCount)"])
     let reload = ReloadSignal {
-        do {
-            try server.reloadCertificates()
-        } catch {
-            logger.error("certificate reload failed; keeping the current certificates", metadata: ["errors": "\(error)"])
+        Task {
+            logger.info("SIGHUP: reloading", metadata: ["file": "\(configPath ?? "-")"])
+            // Refusals are logged by the server, with every error.
+            _ = try? await server.reloadFromFile()
         }
     }
     try await afterStart(server)

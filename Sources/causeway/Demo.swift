@@ -39,7 +39,7 @@ struct Demo: AsyncParsableCommand {
             printError("causeway demo: cannot start the demo services on 127.0.0.1:3002/3003: \(error)")
             throw ExitCode(1)
         }
-        try await serve(loaded, logger: logger) { server in
+        try await serve(loaded, configPath: config, logger: logger) { server in
             let port = server.listenerAddresses["public"]?.port ?? 8080
             let tlsPort = server.listenerAddresses["public-tls"]?.port ?? 8443
             let admin = server.adminAddress?.port.map { "127.0.0.1:\($0)" } ?? "(admin off)"

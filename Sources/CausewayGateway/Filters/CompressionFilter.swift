@@ -8,8 +8,9 @@ import NIOCore
 /// decodes upstream-encoded responses for clients that do not accept them, and optionally
 /// decodes request bodies for the upstream.
 ///
-/// Immutable and shared by every loop; each response gets its own codec, freed when it ends.
-public struct CompressionFilter: HTTPFilter {
+/// Immutable, so one instance serves every loop (it is its own factory); each response gets
+/// its own codec, freed when it ends.
+public final class CompressionFilter: HTTPFilter, FilterFactory {
     let offered: [ContentCoding]
     let minSize: Int
     let gzipLevel: Int
@@ -30,20 +31,22 @@ public struct CompressionFilter: HTTPFilter {
 
     // MARK: Request bodies
 
-    public func filterRequest(_ exchange: Exchange) -> GatewayError? {
-        guard requestDecompression, let header = exchange.request.headerFields[.contentEncoding] else { return nil }
+    public func makeFilter(on eventLoop: any EventLoop) -> any HTTPFilter { self }
+
+    public func filterRequest(_ exchange: Exchange) -> FilterOutcome {
+        guard requestDecompression, let header = exchange.request.headerFields[.contentEncoding] else { return .continue }
         let codings = header.split(separator: ",").map { $0.trimmingSpaces().lowercased() }
             .filter { $0 != "identity" && !$0.isEmpty }
         guard !codings.isEmpty else {
             exchange.request.headerFields[.contentEncoding] = nil
-            return nil
+            return .continue
         }
         guard codings.count == 1, let coding = ContentCoding(token: codings[0]) else {
             // RFC 7694: say which codings we take.
             var error = GatewayError(status: .unsupportedMediaType, code: "unsupported_content_encoding",
                                      message: "request Content-Encoding \"\(header)\" is not supported (gzip or br)")
             error.headers[.acceptEncoding] = "gzip, br"
-            return error
+            return .fail(error)
         }
         exchange.request.headerFields[.contentEncoding] = nil
         exchange.request.headerFields[.contentLength] = nil
@@ -54,9 +57,9 @@ public struct CompressionFilter: HTTPFilter {
             }
             exchange.decodeRequestBody(with: decoder)
         } catch {
-            return .upstreamOverloaded("cannot start a \(coding.rawValue) decoder")
+            return .fail(.upstreamOverloaded("cannot start a \(coding.rawValue) decoder"))
         }
-        return nil
+        return .continue
     }
 
     // MARK: Responses

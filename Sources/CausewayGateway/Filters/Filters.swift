@@ -1,15 +1,19 @@
 import CausewayConfig
 import CausewayHTTP
 import HTTPTypes
+import NIOCore
 
 /// Keeps the client's `X-Request-Id` when it is sane, otherwise makes one; sends it upstream
-/// and back to the client, and names it in every error body.
-public struct RequestIDFilter: HTTPFilter {
+/// and back to the client, and names it in every error body. Stateless: one instance serves
+/// every loop.
+public final class RequestIDFilter: HTTPFilter, FilterFactory {
     public static let header = HTTPField.Name("x-request-id")!
 
     public init() {}
 
-    public func filterRequest(_ exchange: Exchange) -> GatewayError? {
+    public func makeFilter(on eventLoop: any EventLoop) -> any HTTPFilter { self }
+
+    public func filterRequest(_ exchange: Exchange) -> FilterOutcome {
         if let id = exchange.request.headerFields[Self.header], RequestID.isAcceptable(id) {
             exchange.requestID = id
         } else {
@@ -17,7 +21,7 @@ public struct RequestIDFilter: HTTPFilter {
             exchange.requestID = id
             exchange.request.headerFields[Self.header] = id
         }
-        return nil
+        return .continue
     }
 
     public func filterResponseHead(_ response: inout HTTPResponse, exchange: Exchange) {
@@ -25,8 +29,8 @@ public struct RequestIDFilter: HTTPFilter {
     }
 }
 
-/// A route's `headers.request` and `headers.response`: set (replace) and remove.
-public struct HeaderRewriteFilter: HTTPFilter {
+/// A route's `headers.request` and `headers.response`: set (replace) and remove. Stateless.
+public final class HeaderRewriteFilter: HTTPFilter, FilterFactory {
     let request: [(name: HTTPField.Name, value: String?)]
     let response: [(name: HTTPField.Name, value: String?)]
 
@@ -41,9 +45,11 @@ public struct HeaderRewriteFilter: HTTPFilter {
             + operations.toSet.compactMap { entry in HTTPField.Name(entry.name).map { ($0, entry.value) } }
     }
 
-    public func filterRequest(_ exchange: Exchange) -> GatewayError? {
+    public func makeFilter(on eventLoop: any EventLoop) -> any HTTPFilter { self }
+
+    public func filterRequest(_ exchange: Exchange) -> FilterOutcome {
         for (name, value) in request { exchange.request.headerFields[name] = value }
-        return nil
+        return .continue
     }
 
     public func filterResponseHead(_ response: inout HTTPResponse, exchange: Exchange) {

@@ -145,6 +145,6 @@ final class GatewayRestTransport: RestTransport {
             done(.failure(.unavailable("upstream \"\(request.upstream)\" is not configured")))
             return
         }
-        UpstreamCall(cluster: cluster, request: request, eventLoop: eventLoop, done: done).start(timeout: timeout)
+        UpstreamCall(cluster: cluster, request: request, eventLoop: eventLoop, timeout: timeout, done: done).start()
     }
 }

@@ -1,110 +1,63 @@
 import CausewayGraphQL
 import CausewayHTTP
 import CausewayUpstream
+import HTTPTypes
 import NIOCore
-import NIOHTTP1
 
-/// One request the gateway makes itself (for GraphQL fields bound with `@rest`) through this
-/// loop's pool for the upstream: the same connections, limits and error mapping as proxied
-/// traffic, the whole answer collected (up to 16 MiB).
+/// One request the gateway makes itself (for GraphQL fields bound with `@rest`) through the
+/// upstream client: the same pools, limits, retries and outcome reports as proxied traffic,
+/// the whole answer collected (up to 16 MiB).
 final class UpstreamCall {
     static let maxBody = 16 << 20
 
-    private let cluster: UpstreamCluster
     private let request: RestRequest
-    private let eventLoop: any EventLoop
     private var done: ((Result<RestResponse, RestFailure>) -> Void)?
-    private var pool: (any UpstreamPool)?
-    private var channel: (any UpstreamRequestChannel)?
-    private var waiterID: Int?
-    private var timer: Scheduled<Void>?
+    private var upstream: UpstreamExchange?
     private var status = 0
     private var body: [UInt8] = []
-    private var retried = false
-    private var reused = false
 
     /// `done` is called once, on `eventLoop` (which must be the cluster's).
-    init(cluster: UpstreamCluster, request: RestRequest, eventLoop: any EventLoop,
+    init(cluster: UpstreamCluster, request: RestRequest, eventLoop: any EventLoop, timeout: TimeAmount,
          done: @escaping (Result<RestResponse, RestFailure>) -> Void) {
-        self.cluster = cluster
         self.request = request
-        self.eventLoop = eventLoop
         self.done = done
+        self.upstream = UpstreamExchange(
+            cluster: cluster, request: Self.head(request), body: request.body.map { .buffered(ByteBuffer(bytes: $0)) } ?? .none,
+            eventLoop: eventLoop, timeout: timeout, timeoutMessage: "no answer within the upstream timeout", delegate: self)
     }
 
-    func start(timeout: TimeAmount) {
-        timer = eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
-            finish(.failure(.timeout("no answer within the upstream timeout")))
-        }
-        lease()
+    func start() {
+        upstream?.start()
     }
 
-    private func lease() {
-        guard let pool = cluster.pickPool() else {
-            finish(.failure(.unavailable("no endpoint")))
-            return
-        }
-        self.pool = pool
-        switch pool.lease(self) {
-        case .leased(let channel): poolLeased(channel)
-        case .pending(let id): waiterID = id
-        case .rejected: finish(.failure(.unavailable("too many pending requests")))
-        }
-    }
-
-    private var head: HTTPRequestHead {
-        var headers = HTTPHeaders()
-        headers.add(name: "host", value: pool?.endpoint.label ?? request.upstream)
-        headers.add(name: "accept", value: "application/json")
+    private static func head(_ request: RestRequest) -> HTTPRequest {
+        var fields = HTTPFields()
+        fields[.accept] = "application/json"
         // What a GraphQL client sends that upstreams may need: its credentials and the request id.
-        for name in ["authorization", "x-request-id"] {
-            if let value = request.headers[name] { headers.add(name: name, value: value) }
-        }
-        if let body = request.body {
-            headers.add(name: "content-type", value: "application/json")
-            headers.add(name: "content-length", value: String(body.count))
-        }
-        return HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: request.method), uri: request.path, headers: headers)
+        if let value = request.headers["authorization"] { fields[.authorization] = value }
+        if let value = request.headers["x-request-id"] { fields[RequestIDFilter.header] = value }
+        if request.body != nil { fields[.contentType] = "application/json" }
+        // No authority: the upstream client names the endpoint (`host:port`).
+        return HTTPRequest(method: HTTPRequest.Method(request.method) ?? .get, scheme: nil, authority: nil,
+                           path: request.path, headerFields: fields)
     }
 
     private func finish(_ result: Result<RestResponse, RestFailure>) {
         guard let done else { return }
         self.done = nil
-        timer?.cancel()
-        if let waiterID, let pool { pool.cancel(waiter: waiterID) }
-        // Given up before the answer was complete: that connection is no good to anyone.
-        channel?.cancel()
-        channel = nil
+        let upstream = self.upstream
+        self.upstream = nil
+        upstream?.cancel()  // no-op when it ended by itself
         done(result)
     }
 }
 
-extension UpstreamCall: PoolWaiter {
-    func poolLeased(_ channel: any UpstreamRequestChannel) {
-        waiterID = nil
-        guard done != nil else {
-            channel.cancel()
-            return
-        }
-        reused = channel.isReused
-        self.channel = channel
-        channel.execute(head, hasBody: request.body != nil, sink: self)
-        if let body = request.body {
-            channel.writeBody(ByteBuffer(bytes: body))
-            channel.writeEnd(nil)
-        }
-    }
+extension UpstreamCall: UpstreamExchangeDelegate {
+    func upstreamRequestSent() {}
 
-    func poolFailed(_ error: UpstreamError) {
-        waiterID = nil
-        upstreamFailed(error, responseStarted: false)
-    }
-}
-
-extension UpstreamCall: UpstreamResponseSink {
-    func upstreamResponseHead(_ head: HTTPResponseHead) {
-        status = Int(head.status.code)
-        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length <= Self.maxBody {
+    func upstreamResponseHead(_ response: HTTPResponse) {
+        status = response.status.code
+        if let length = response.headerFields[.contentLength].flatMap(Int.init), length <= Self.maxBody {
             body.reserveCapacity(length)
         }
     }
@@ -119,29 +72,23 @@ extension UpstreamCall: UpstreamResponseSink {
 
     func upstreamReadComplete() {}
 
-    func upstreamResponseEnd(_ trailers: HTTPHeaders?) {
-        channel = nil
+    func upstreamResponseEnd(_ trailers: HTTPFields?) {
+        upstream = nil
         finish(.success(RestResponse(status: status, body: body)))
     }
 
-    func upstreamFailed(_ error: UpstreamError, responseStarted: Bool) {
-        channel = nil
-        // As for proxied requests: a refused stream, or a reused keep-alive connection the
-        // upstream had just closed, gets one more try when nothing was sent that could matter.
-        let retryable = error == .refusedStream || (error == .closedEarly && reused && !responseStarted)
-        if retryable && !retried && request.body == nil && done != nil {
-            retried = true
-            lease()
-            return
+    func upstreamFailed(_ failure: UpstreamFailure, responseStarted: Bool) {
+        upstream = nil
+        let mapped: RestFailure = switch failure.kind {
+        case .timeout: .timeout(failure.message)
+        case .unavailable, .overloaded: .unavailable(failure.message)
+        case .invalidResponse: .invalidResponse(failure.message)
         }
-        switch error {
-        case .connectTimeout: finish(.failure(.timeout("connecting timed out")))
-        case .connectFailed(let reason), .tlsFailed(let reason): finish(.failure(.unavailable(reason)))
-        case .closedEarly: finish(.failure(.unavailable("the connection closed before the answer was complete")))
-        case .refusedStream: finish(.failure(.unavailable("the stream was refused")))
-        case .invalidResponse(let reason): finish(.failure(.invalidResponse(reason)))
-        }
+        finish(.failure(mapped))
     }
 
     func upstreamWritabilityChanged(_ writable: Bool) {}
 }
+
+@available(*, unavailable)
+extension UpstreamCall: Sendable {}

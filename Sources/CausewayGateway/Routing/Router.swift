@@ -56,6 +56,8 @@ public struct CompiledRoute: Sendable {
     }
 
     public let name: String
+    /// Position in the route table (and in the snapshot's plans).
+    public let index: Int
     public let config: RouteConfig
     let hostExact: String?
     /// ".example.com" for "*.example.com".
@@ -63,11 +65,10 @@ public struct CompiledRoute: Sendable {
     let path: PathMatcher
     let methods: [String]?
     let headers: [(name: HTTPField.Name, value: String)]
-    /// Request filters specific to this route (after the global ones), and all of them for responses.
-    public let filters: [any HTTPFilter]
 
-    public init(config: RouteConfig, globalFilters: [any HTTPFilter]) throws {
+    public init(config: RouteConfig, index: Int) throws {
         self.name = config.name
+        self.index = index
         self.config = config
         if let host = config.match.host, host.hasPrefix("*.") {
             hostExact = nil
@@ -83,16 +84,6 @@ public struct CompiledRoute: Sendable {
         }
         methods = config.match.methods
         headers = config.match.headers.compactMap { entry in HTTPField.Name(entry.name).map { ($0, entry.value) } }
-        var filters = globalFilters
-        // Before the header rewrite in the list, so after it on the way out: compression sees
-        // the response head as the route left it (a Cache-Control: no-transform set there counts).
-        if let compression = config.compression, compression.enabled {
-            filters.append(CompressionFilter(config: compression, maxBodySize: config.maxBodySize))
-        }
-        if !config.requestHeaders.isEmpty || !config.responseHeaders.isEmpty {
-            filters.append(HeaderRewriteFilter(request: config.requestHeaders, response: config.responseHeaders))
-        }
-        self.filters = filters
     }
 
     func matches(host: Substring, path requestPath: Substring, fields: HTTPFields) -> Bool {

@@ -8,11 +8,16 @@ final class ConnectionLimiter: ChannelInboundHandler, Sendable {
     typealias InboundIn = any Channel
     typealias InboundOut = any Channel
 
-    private let limit: Int
+    private let limit: Atomic<Int>
     private let open = Atomic<Int>(0)
 
     init(limit: Int) {
-        self.limit = limit
+        self.limit = Atomic(limit)
+    }
+
+    /// A reload changed `max_connections`: connections already open stay.
+    func setLimit(_ limit: Int) {
+        self.limit.store(limit, ordering: .relaxed)
     }
 
     var openConnections: Int { open.load(ordering: .relaxed) }
@@ -20,7 +25,7 @@ final class ConnectionLimiter: ChannelInboundHandler, Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let child = unwrapInboundIn(data)
         let (_, now) = open.add(1, ordering: .relaxed)
-        if now > limit {
+        if now > limit.load(ordering: .relaxed) {
             open.subtract(1, ordering: .relaxed)
             child.close(promise: nil)
             return

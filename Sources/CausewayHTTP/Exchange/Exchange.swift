@@ -27,8 +27,13 @@ public final class Exchange {
     public var maxRequestBodySize: Int?
     /// Told when the client can take more response, or is gone.
     public var responseProducer: (any ResponseProducer)?
-    /// Set by a route handler for logs and metrics.
-    public var routeName: String?
+    /// Route, consumer, claims, timings: what the pipeline learned, typed.
+    public var attributes = ExchangeAttributes()
+    /// How gateway errors are rendered for this caller (gRPC by content type; a GraphQL route
+    /// switches it to GraphQL's `errors`).
+    public var errorFormat: ErrorFormat
+    /// The matched route's name (the attribute), for logs and tests.
+    public var routeName: String? { attributes.route }
 
     public private(set) var responseState = ResponseState.pending
     public private(set) var responseStatus: HTTPResponse.Status?
@@ -48,6 +53,12 @@ public final class Exchange {
     /// Until a consumer attaches, the body is not wanted yet (a client that sent
     /// `Expect: 100-continue` is waiting for us), so its clock does not run.
     private var bodyWanted = false
+    // Completion: hooks run once, when the exchange ends in any way.
+    private var completionHooks: [(ExchangeOutcome) -> Void] = []
+    private var ended = false
+    private var failure: GatewayError?
+    private var aborted = false
+    private var sentBodyBytes = 0
 
     public init(request: HTTPRequest, requestBodyLength: Int?, client: ClientInfo, eventLoop: any EventLoop,
                 allocator: ByteBufferAllocator, downstream: any ExchangeDownstream) {
@@ -58,6 +69,74 @@ public final class Exchange {
         self.eventLoop = eventLoop
         self.allocator = allocator
         self.downstream = downstream
+        self.errorFormat = ErrorFormat.forRequest(request)
+    }
+
+    // MARK: Completion
+
+    /// Runs `hook` exactly once when the exchange ends: completed, answered with an error,
+    /// aborted mid-response, or cancelled by the client. Added after the end, it runs at once.
+    public func onComplete(_ hook: @escaping (ExchangeOutcome) -> Void) {
+        if ended {
+            hook(outcome(cancelled: false))
+        } else {
+            completionHooks.append(hook)
+        }
+    }
+
+    private func outcome(cancelled: Bool) -> ExchangeOutcome {
+        let kind: ExchangeOutcome.Kind = aborted ? .aborted : failure != nil ? .failed : cancelled ? .cancelled : .completed
+        return ExchangeOutcome(kind: kind, status: responseStatus, error: failure, requestBodyBytes: receivedBodyBytes,
+                               responseBodyBytes: sentBodyBytes)
+    }
+
+    private func complete(cancelled: Bool) {
+        guard !ended else { return }
+        ended = true
+        attributes.timings.completed = .now()
+        let hooks = completionHooks
+        completionHooks = []
+        guard !hooks.isEmpty else { return }
+        let outcome = outcome(cancelled: cancelled)
+        for hook in hooks { hook(outcome) }
+    }
+
+    // MARK: Request filters
+
+    /// Runs the request phase of `filters` in order, then `proceed`. A filter that answers or
+    /// fails ends the exchange there; one that suspends resumes the chain, on this loop, when
+    /// its future completes, unless the exchange ended meanwhile (the client left, a timeout).
+    /// `next` is an object, not a closure, so the common case (every filter continues at once)
+    /// allocates nothing.
+    public func runRequestFilters(_ filters: ArraySlice<any HTTPFilter>, then next: any RequestFiltersPassed) {
+        var index = filters.startIndex
+        while index < filters.endIndex {
+            let outcome = filters[index].filterRequest(self)
+            index += 1
+            if case .continue = outcome { continue }
+            apply(outcome, rest: filters[index...], next: next)
+            return
+        }
+        next.requestFiltersPassed(self)
+    }
+
+    private func apply(_ outcome: FilterOutcome, rest: ArraySlice<any HTTPFilter>, next: any RequestFiltersPassed) {
+        switch outcome {
+        case .continue:
+            runRequestFilters(rest, then: next)
+        case .respond(let response, let body):
+            respond(response, body: body)
+        case .fail(let error):
+            fail(error)
+        case .suspend(let future):
+            future.hop(to: eventLoop).assumeIsolated().whenComplete { [self] result in
+                guard responseState == .pending, !ended else { return }
+                switch result {
+                case .success(let outcome): apply(outcome, rest: rest, next: next)
+                case .failure(let error): fail(error as? GatewayError ?? .filterFailed("\(error)"))
+                }
+            }
+        }
     }
 
     // MARK: Request body, from the downstream codec
@@ -188,6 +267,7 @@ public final class Exchange {
         }
         responseState = .streaming
         responseStatus = response.status
+        attributes.timings.responseStarted = .now()
         downstream?.writeResponseHead(response)
     }
 
@@ -203,7 +283,10 @@ public final class Exchange {
             fail(.upstreamInvalidResponse("the response body could not be transformed: \(error)"))
             return
         }
-        if chunk.readableBytes > 0 { downstream?.writeResponseBody(chunk) }
+        if chunk.readableBytes > 0 {
+            sentBodyBytes += chunk.readableBytes
+            downstream?.writeResponseBody(chunk)
+        }
     }
 
     public func flushResponse() {
@@ -225,7 +308,10 @@ public final class Exchange {
                     }
                     tail = out
                 }
-                if complete && tail.readableBytes > 0 { downstream?.writeResponseBody(tail) }
+                if complete && tail.readableBytes > 0 {
+                    sentBodyBytes += tail.readableBytes
+                    downstream?.writeResponseBody(tail)
+                }
             }
         } catch {
             fail(.upstreamInvalidResponse("the response body could not be transformed: \(error)"))
@@ -246,19 +332,21 @@ public final class Exchange {
         sendResponseEnd()
     }
 
-    /// Answers with the JSON error body, or, once a response is under way, aborts it: the
-    /// client sees a reset rather than a truncated body passed off as whole.
+    /// Answers with the error in this exchange's `errorFormat`, or, once a response is under
+    /// way, aborts it: the client sees a reset rather than a truncated body passed off as whole.
     public func fail(_ error: GatewayError) {
         switch responseState {
         case .pending:
             responseProducer?.cancel()
             responseProducer = nil
-            var response = HTTPResponse(status: error.status, headerFields: error.headers)
-            response.headerFields[.contentType] = "application/json"
-            respond(response, body: error.body(requestID: requestID, allocator: allocator))
+            failure = error
+            let (response, body) = error.rendered(as: errorFormat, requestID: requestID, allocator: allocator)
+            respond(response, body: body)
         case .streaming:
             responseProducer?.cancel()
             responseState = .complete
+            failure = error
+            aborted = true
             let downstream = self.downstream
             release()
             downstream?.abortResponse()
@@ -277,11 +365,11 @@ public final class Exchange {
     public func downstreamClosed() {
         responseState = .complete
         let producer = responseProducer
-        release()
+        release(cancelled: true)
         producer?.cancel()
     }
 
-    private func release() {
+    private func release(cancelled: Bool = false) {
         bodyTimer?.cancel()
         bodyTimer = nil
         responseProducer = nil
@@ -290,5 +378,6 @@ public final class Exchange {
         pendingBody = []
         transforms = []
         requestTransform = nil
+        complete(cancelled: cancelled)
     }
 }

@@ -43,11 +43,26 @@ public protocol ExchangeHandler: AnyObject {
     func handle(_ exchange: Exchange)
 }
 
-/// A filter in the chain. Compiled once from config and shared by every loop, so it is
-/// immutable; per-exchange state lives in the body transforms it makes.
-public protocol HTTPFilter: Sendable {
-    /// Request phase: modify the request, or return an error to answer early.
-    func filterRequest(_ exchange: Exchange) -> GatewayError?
+/// What a filter's request phase decides.
+public enum FilterOutcome {
+    /// Go on to the next filter, then the route's handler.
+    case `continue`
+    /// Answer now with a complete response of the filter's own (a CORS preflight, a cache hit,
+    /// a 429). The response phase still runs over it, as over any other.
+    case respond(HTTPResponse, body: ByteBuffer?)
+    /// Answer with a gateway error, rendered in the exchange's error format.
+    case fail(GatewayError)
+    /// Decide later (a token introspection, a Redis round trip): the chain resumes with the
+    /// future's outcome on the exchange's own loop; a failed future fails the exchange.
+    case suspend(EventLoopFuture<FilterOutcome>)
+}
+
+/// A filter in the chain, as one event loop runs it. Each loop makes its own from a
+/// `FilterFactory`, so a filter may keep per-loop state (a cache, a token bucket) without
+/// locks; per-exchange state lives in the exchange's attributes and the transforms it makes.
+public protocol HTTPFilter: AnyObject {
+    /// Request phase: modify the request, answer, fail, or wait.
+    func filterRequest(_ exchange: Exchange) -> FilterOutcome
     /// Response phase for the head. Runs for every response, gateway errors included.
     func filterResponseHead(_ response: inout HTTPResponse, exchange: Exchange)
     /// Response phase for the body, after every filter's head phase: a streaming transform for
@@ -57,11 +72,21 @@ public protocol HTTPFilter: Sendable {
 }
 
 extension HTTPFilter {
-    public func filterRequest(_ exchange: Exchange) -> GatewayError? { nil }
+    public func filterRequest(_ exchange: Exchange) -> FilterOutcome { .continue }
     public func filterResponseHead(_ response: inout HTTPResponse, exchange: Exchange) {}
     public func makeResponseBodyTransform(for response: inout HTTPResponse, exchange: Exchange) -> (any ResponseBodyTransform)? {
         nil
     }
+}
+
+/// Where a request filter chain goes when every filter continued (the router, a handler).
+public protocol RequestFiltersPassed: AnyObject {
+    func requestFiltersPassed(_ exchange: Exchange)
+}
+
+/// Compiled once from config, shared by every loop: makes each loop's instance of a filter.
+public protocol FilterFactory: Sendable {
+    func makeFilter(on eventLoop: any EventLoop) -> any HTTPFilter
 }
 
 /// Per-response streaming body transform (compression is one). It must not hold back data it

@@ -52,6 +52,10 @@ public struct GatewayError: Error, Sendable, Equatable {
     public static func upstreamTimeout(_ message: String) -> Self {
         .init(status: .gatewayTimeout, code: "upstream_timeout", message: message)
     }
+    /// A filter's suspended work failed with something other than a gateway error.
+    public static func filterFailed(_ message: String) -> Self {
+        .init(status: .internalServerError, code: "filter_failed", message: message)
+    }
     public static let shuttingDown = Self(status: .serviceUnavailable, code: "shutting_down",
                                           message: "the gateway is shutting down")
 

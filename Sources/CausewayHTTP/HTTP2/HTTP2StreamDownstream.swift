@@ -65,7 +65,9 @@ extension HTTP2StreamDownstream: ExchangeDownstream {
             out.append((field.name.canonicalName, field.value))
         }
         let method = exchange?.request.method
+        // A head that carries grpc-status is a gRPC trailers-only answer: it ends the stream.
         let bodiless = method == .head || response.status.code == 204 || response.status.code == 304
+            || response.headerFields[GatewayError.grpcStatus] != nil
         connection.submitResponse(self, status: response.status.code, fields: out, hasBody: !bodiless)
         if bodiless { responseEnded = true }
     }

@@ -1,13 +1,14 @@
+import HTTPTypes
 import NIOCore
 import NIOHTTP1
 
 /// What an upstream connection reports to the exchange it is serving.
 public protocol UpstreamResponseSink: AnyObject {
-    func upstreamResponseHead(_ head: HTTPResponseHead)
+    func upstreamResponseHead(_ response: HTTPResponse)
     func upstreamResponseBody(_ chunk: ByteBuffer)
     /// End of one read cycle: the moment to flush what was forwarded.
     func upstreamReadComplete()
-    func upstreamResponseEnd(_ trailers: HTTPHeaders?)
+    func upstreamResponseEnd(_ trailers: HTTPFields?)
     /// The connection failed; `responseStarted` says whether a response head had arrived.
     func upstreamFailed(_ error: UpstreamError, responseStarted: Bool)
     func upstreamWritabilityChanged(_ writable: Bool)
@@ -32,9 +33,11 @@ public protocol UpstreamRequestChannel: AnyObject {
     var isReused: Bool { get }
     /// An HTTP/2 stream (which may carry `te: trailers`), not an HTTP/1.1 connection.
     var isHTTP2: Bool { get }
-    func execute(_ head: HTTPRequestHead, hasBody: Bool, sink: any UpstreamResponseSink)
+    /// Sends the request head. `request.authority` is the Host; `bodyLength` is the body's
+    /// framing (nil: unknown, sent chunked on HTTP/1.1; 0: no body), always the gateway's own.
+    func execute(_ request: HTTPRequest, bodyLength: Int?, sink: any UpstreamResponseSink)
     func writeBody(_ chunk: ByteBuffer)
-    func writeEnd(_ trailers: HTTPHeaders?)
+    func writeEnd(_ trailers: HTTPFields?)
     var isWritable: Bool { get }
     func setResponseDemand(_ demand: Bool)
     /// The exchange is over without a complete response: abandon it (close or reset).
@@ -44,8 +47,10 @@ public protocol UpstreamRequestChannel: AnyObject {
 /// One keep-alive HTTP/1.1 connection to an upstream, serving one exchange at a time.
 ///
 /// ```
-/// pool ─lease─▶ this ─HTTPRequestEncoder─▶ socket ─HTTPResponseDecoder─▶ this ─▶ sink
+/// pool ─lease─▶ this ─(HTTP1RequestWriter bytes)─▶ socket ─HTTPResponseDecoder─▶ this ─▶ sink
 /// ```
+/// The request is serialized here from `HTTPFields` straight to bytes (no NIOHTTP1 header
+/// conversion); the response decoder (llhttp) still yields NIOHTTP1 heads, converted once.
 /// After a response ends it goes back to its pool if both sides allow keep-alive and the
 /// request was sent in full; otherwise it closes. Reads are held back while the sink's client
 /// cannot take more (response backpressure).
@@ -68,6 +73,7 @@ public final class UpstreamHTTP1Connection: ChannelDuplexHandler, RemovableChann
     private var requestSent = false
     private var responseStarted = false
     private var responseKeepAlive = true
+    private var chunked = false
     private var wantsResponse = true
     private var readPending = false
     private(set) var idleSince: NIODeadline = .now()
@@ -87,7 +93,7 @@ public final class UpstreamHTTP1Connection: ChannelDuplexHandler, RemovableChann
     // MARK: Driving an exchange (from the proxy)
 
     /// Starts an exchange: writes the request head; the body follows through `writeBody`.
-    public func execute(_ head: HTTPRequestHead, hasBody: Bool, sink: any UpstreamResponseSink) {
+    public func execute(_ request: HTTPRequest, bodyLength: Int?, sink: any UpstreamResponseSink) {
         guard let context, state == .idle else {
             sink.upstreamFailed(.closedEarly, responseStarted: false)
             return
@@ -99,22 +105,42 @@ public final class UpstreamHTTP1Connection: ChannelDuplexHandler, RemovableChann
         responseKeepAlive = true
         wantsResponse = true
         exchangesServed += 1
-        if hasBody {
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
-        } else {
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        chunked = bodyLength == nil
+        // The response decoder learns the method (a HEAD response has no body) from this
+        // header-less head; the writer below drops it and sends the bytes.
+        context.write(wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: request.method.rawValue),
+                                                            uri: ""))), promise: nil)
+        var bytes = context.channel.allocator.buffer(capacity: 256)
+        HTTP1RequestWriter.writeHead(request, bodyLength: bodyLength, to: &bytes)
+        if bodyLength == 0 {
+            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
             requestSent = true
+        } else {
+            context.write(wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
         }
     }
 
     public func writeBody(_ chunk: ByteBuffer) {
-        context?.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(chunk))), promise: nil)
+        guard let context, chunk.readableBytes > 0 else { return }
+        if chunked {
+            var framed = context.channel.allocator.buffer(capacity: chunk.readableBytes + 12)
+            HTTP1RequestWriter.writeChunk(chunk, to: &framed)
+            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(framed))), promise: nil)
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(chunk))), promise: nil)
+        }
     }
 
-    public func writeEnd(_ trailers: HTTPHeaders?) {
+    public func writeEnd(_ trailers: HTTPFields?) {
         requestSent = true
-        context?.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+        guard let context else { return }
+        if chunked {
+            var end = context.channel.allocator.buffer(capacity: 64)
+            HTTP1RequestWriter.writeLastChunk(trailers: trailers, to: &end)
+            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(end))), promise: nil)
+        } else {
+            context.flush()
+        }
     }
 
     public var isWritable: Bool { context?.channel.isWritable ?? false }
@@ -155,9 +181,16 @@ public final class UpstreamHTTP1Connection: ChannelDuplexHandler, RemovableChann
         switch unwrapInboundIn(data) {
         case .head(let head):
             guard let sink else { return }
+            guard (100...999).contains(head.status.code) else {
+                self.sink = nil
+                state = .closed
+                sink.upstreamFailed(.invalidResponse("invalid status code \(head.status.code)"), responseStarted: false)
+                context.close(promise: nil)
+                return
+            }
             responseStarted = true
             responseKeepAlive = head.isKeepAlive
-            sink.upstreamResponseHead(head)
+            sink.upstreamResponseHead(HTTP1RequestWriter.response(head))
         case .body(let chunk):
             sink?.upstreamResponseBody(chunk)
         case .end(let trailers):
@@ -174,7 +207,7 @@ public final class UpstreamHTTP1Connection: ChannelDuplexHandler, RemovableChann
                 pool.connectionReleased(self, reusable: false)
                 context.close(promise: nil)
             }
-            sink?.upstreamResponseEnd(trailers)
+            sink?.upstreamResponseEnd(trailers.map(HTTP1RequestWriter.fields))
         }
     }
 

@@ -15,6 +15,7 @@ public final class HTTP2ConnectionPool: UpstreamPool {
     private var waiters = CircularBuffer<(id: Int, waiter: any PoolWaiter)>()
     private var nextWaiterID = 0
     public private(set) var connectionsOpened = 0
+    private var retired = false
 
     public init(endpoint: UpstreamEndpoint, config: PoolConfig, eventLoop: any EventLoop) {
         self.endpoint = endpoint
@@ -40,8 +41,14 @@ public final class HTTP2ConnectionPool: UpstreamPool {
         if let index = waiters.firstIndex(where: { $0.id == id }) { waiters.remove(at: index) }
     }
 
+    public func retire() {
+        retired = true
+        for connection in connections where connection.streams.isEmpty { connection.closeGracefully() }
+    }
+
     func streamClosed(on connection: HTTP2UpstreamConnection) {
         serveWaiters()
+        if retired && connection.streams.isEmpty { connection.closeGracefully() }
     }
 
     func connectionClosed(_ connection: HTTP2UpstreamConnection) {

@@ -2,6 +2,7 @@ import CNghttp2
 import NIOCore
 import NIOHTTP1
 import CausewayHTTP
+import HTTPTypes
 
 /// One HTTP/2 connection to an upstream (h2c by prior knowledge, or h2 over TLS), many exchanges at once: an
 /// nghttp2 client session whose streams are handed out by `HTTP2ConnectionPool`.
@@ -69,15 +70,25 @@ public final class HTTP2UpstreamConnection: ChannelInboundHandler {
         idleTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: idleSince + timeout) { [self] in
             guard let context = self.context else { return }
             if streams.isEmpty && NIODeadline.now() >= idleSince + timeout {
-                draining = true
-                if let session { nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR.rawValue) }
-                flush()
-                context.close(promise: nil)
+                closeGracefully()
             } else {
                 if !streams.isEmpty { idleSince = .now() }
                 armIdleTimer(context: context)
             }
         }
+    }
+
+    /// GOAWAY(NO_ERROR), then close: no stream is open, none may start.
+    func closeGracefully() {
+        guard let context else { return }
+        if receiving {  // never close under nghttp2's feet: after mem_recv returns
+            context.eventLoop.assumeIsolated().execute { [self] in closeGracefully() }
+            return
+        }
+        draining = true
+        if let session { nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR.rawValue) }
+        flush()
+        context.close(promise: nil)
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
@@ -162,18 +173,20 @@ public final class HTTP2UpstreamConnection: ChannelInboundHandler {
         HTTP2UpstreamStream(connection: self, reused: streamsOpened > 0)
     }
 
-    func submit(_ stream: HTTP2UpstreamStream, head: HTTPRequestHead, hasBody: Bool) -> Bool {
+    func submit(_ stream: HTTP2UpstreamStream, request: HTTPRequest, bodyLength: Int?) -> Bool {
         guard let session else { return false }
+        let hasBody = bodyLength != 0
         // The scheme of the connection the request travels on (RFC 9113 §8.3.1).
-        var fields: [(String, String)] = [(":method", head.method.rawValue), (":scheme", pool.endpoint.tls == nil ? "http" : "https"),
-                                          (":authority", head.headers["host"].first ?? pool.endpoint.label),
-                                          (":path", head.uri)]
-        for (name, value) in head.headers {
-            let lower = name.lowercased()
+        var fields: [(String, String)] = [(":method", request.method.rawValue), (":scheme", pool.endpoint.tls == nil ? "http" : "https"),
+                                          (":authority", request.authority ?? pool.endpoint.label),
+                                          (":path", request.path ?? "/")]
+        fields.reserveCapacity(request.headerFields.count + 5)
+        for field in request.headerFields {
             // `te: trailers` is the one TE HTTP/2 allows, and gRPC servers require it.
-            if Self.connectionSpecific.contains(lower) && !(lower == "te" && value.lowercased() == "trailers") { continue }
-            fields.append((lower, value))
+            if Self.connectionSpecific.contains(field.name) && !(field.name == .te && field.value == "trailers") { continue }
+            fields.append((field.name.canonicalName, field.value))
         }
+        if let bodyLength, bodyLength > 0 { fields.append(("content-length", String(bodyLength))) }
         let id: Int32 = withNGHTTP2Headers(fields) { nva in
             if hasBody {
                 var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: clientReadCallback)
@@ -209,9 +222,9 @@ public final class HTTP2UpstreamConnection: ChannelInboundHandler {
         flush()
     }
 
-    func submitTrailers(_ stream: HTTP2UpstreamStream, _ trailers: HTTPHeaders) {
+    func submitTrailers(_ stream: HTTP2UpstreamStream, _ trailers: HTTPFields) {
         guard let session else { return }
-        _ = withNGHTTP2Headers(trailers.map { ($0.name.lowercased(), $0.value) }) { nva in
+        _ = withNGHTTP2Headers(trailers.map { ($0.name.canonicalName, $0.value) }) { nva in
             nghttp2_submit_trailer(session, stream.streamID, nva.baseAddress, nva.count)
         }
     }
@@ -261,8 +274,9 @@ public final class HTTP2UpstreamConnection: ChannelInboundHandler {
         return result.map { ($0.count, $0.end, false) }
     }
 
-    static let connectionSpecific: Set<String> = [
-        "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", "te",
+    static let connectionSpecific: Set<HTTPField.Name> = [
+        .connection, HTTPField.Name("keep-alive")!, HTTPField.Name("proxy-connection")!, .transferEncoding, .upgrade,
+        HTTPField.Name("host")!, .te, .contentLength,
     ]
 }
 

@@ -2,6 +2,7 @@ import CNghttp2
 import NIOCore
 import NIOHTTP1
 import CausewayHTTP
+import HTTPTypes
 
 /// One exchange's stream on an upstream HTTP/2 connection, driven by the proxy exactly like an
 /// HTTP/1.1 connection. Request body chunks wait in a queue that nghttp2's data provider pulls
@@ -15,12 +16,12 @@ final class HTTP2UpstreamStream: UpstreamRequestChannel {
 
     private var pending = ChunkQueue()
     private var requestEnded = false
-    private(set) var requestTrailers: HTTPHeaders?
+    private(set) var requestTrailers: HTTPFields?
     private var deferred = false
 
     private var status: Int?
-    private var headers = HTTPHeaders()
-    private var trailers = HTTPHeaders()
+    private var headers = HTTPFields()
+    private var trailers = HTTPFields()
     private var headStarted = false
     private var responseEnded = false
     private var wantsResponse = true
@@ -31,10 +32,10 @@ final class HTTP2UpstreamStream: UpstreamRequestChannel {
         self.isReused = reused
     }
 
-    func execute(_ head: HTTPRequestHead, hasBody: Bool, sink: any UpstreamResponseSink) {
+    func execute(_ request: HTTPRequest, bodyLength: Int?, sink: any UpstreamResponseSink) {
         self.sink = sink
-        requestEnded = !hasBody
-        if !connection.submit(self, head: head, hasBody: hasBody) {
+        requestEnded = bodyLength == 0
+        if !connection.submit(self, request: request, bodyLength: bodyLength) {
             self.sink = nil
             sink.upstreamFailed(.closedEarly, responseStarted: false)
         }
@@ -45,7 +46,7 @@ final class HTTP2UpstreamStream: UpstreamRequestChannel {
         resumeIfDeferred()
     }
 
-    func writeEnd(_ trailers: HTTPHeaders?) {
+    func writeEnd(_ trailers: HTTPFields?) {
         requestEnded = true
         if let trailers, !trailers.isEmpty { requestTrailers = trailers }
         resumeIfDeferred()
@@ -88,12 +89,16 @@ final class HTTP2UpstreamStream: UpstreamRequestChannel {
     }
 
     func receiveHeader(name: String, value: String) {
+        if name.hasPrefix(":") {
+            if !headStarted && name == ":status" { status = Int(value) }
+            return
+        }
+        // nghttp2 checked the name (lower-case token), so it parses.
+        guard let name = HTTPField.Name(name) else { return }
         if headStarted {
-            if !name.hasPrefix(":") { trailers.add(name: name, value: value) }
-        } else if name == ":status" {
-            status = Int(value)
-        } else if !name.hasPrefix(":") {
-            headers.add(name: name, value: value)
+            trailers.append(HTTPField(name: name, value: value))
+        } else {
+            headers.append(HTTPField(name: name, value: value))
         }
     }
 
@@ -102,19 +107,18 @@ final class HTTP2UpstreamStream: UpstreamRequestChannel {
             if endStream { ended(trailers: trailers) }
             return
         }
-        guard let status else {
+        guard let status, (100...999).contains(status) else {
             connection.reset(self)
             failed(.invalidResponse("response without :status"))
             return
         }
         if status < 200 {  // informational: wait for the final head
             self.status = nil
-            headers = HTTPHeaders()
+            headers = HTTPFields()
             return
         }
         headStarted = true
-        sink?.upstreamResponseHead(HTTPResponseHead(version: .init(major: 2, minor: 0),
-                                                    status: HTTPResponseStatus(statusCode: status), headers: headers))
+        sink?.upstreamResponseHead(HTTPResponse(status: .init(code: status), headerFields: headers))
         if endStream { ended(trailers: nil) }
     }
 
@@ -128,7 +132,7 @@ final class HTTP2UpstreamStream: UpstreamRequestChannel {
         }
     }
 
-    func ended(trailers: HTTPHeaders?) {
+    func ended(trailers: HTTPFields?) {
         guard !responseEnded else { return }
         responseEnded = true
         let sink = self.sink

@@ -21,6 +21,9 @@ public protocol UpstreamPool: AnyObject {
     var endpoint: UpstreamEndpoint { get }
     func lease(_ waiter: any PoolWaiter) -> PoolLeaseResult
     func cancel(waiter id: Int)
+    /// The upstream left the config (or changed): idle connections close now, busy ones once
+    /// their exchange ends. Leases still work, for exchanges that began before the reload.
+    func retire()
 }
 
 /// HTTP/1.1 keep-alive connections to one endpoint, owned by one event loop.
@@ -39,6 +42,7 @@ public final class HTTP1ConnectionPool: UpstreamPool {
     private var idleTimers: [Int: Scheduled<Void>] = [:]
     /// Connections opened over the pool's life, for tests and metrics.
     public private(set) var connectionsOpened = 0
+    private var retired = false
 
     public init(endpoint: UpstreamEndpoint, config: PoolConfig, eventLoop: any EventLoop) {
         self.endpoint = endpoint
@@ -72,6 +76,11 @@ public final class HTTP1ConnectionPool: UpstreamPool {
         if state.cancel(id) { waiters[id] = nil }
     }
 
+    public func retire() {
+        retired = true
+        for connection in connections.values where !connection.isActive { connection.cancel() }
+    }
+
     func connectionReleased(_ connection: UpstreamHTTP1Connection, reusable: Bool) {
         if !reusable { connections[connection.id] = nil }
         run(state.released(connection.id, reusable: reusable))
@@ -95,7 +104,11 @@ public final class HTTP1ConnectionPool: UpstreamPool {
             guard let connection = connections[id], let waiter = waiters.removeValue(forKey: waiterID) else { return }
             waiter.poolLeased(connection)
         case .park(let id):
-            armIdleTimer(id)
+            if retired {
+                connections[id]?.cancel()
+            } else {
+                armIdleTimer(id)
+            }
         case .connect(let id):
             connect(id)
         case .fail(let waiterID):
@@ -111,8 +124,10 @@ public final class HTTP1ConnectionPool: UpstreamPool {
         endpoint.connect(on: eventLoop, config: config) { channel in
             let pool = loopBoundSelf.value
             // Headers reaching here were parsed and validated on the way in; validating again costs ~5%.
-            try channel.pipeline.syncOperations.addHTTPClientHandlers(
-                leftOverBytesStrategy: .dropBytes, enableOutboundHeaderValidation: false)
+            // Requests are serialized by the connection itself (from HTTPFields); llhttp decodes responses.
+            try channel.pipeline.syncOperations.addHandler(HTTP1RequestWriter())
+            try channel.pipeline.syncOperations.addHandler(
+                ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
             try channel.pipeline.syncOperations.addHandler(UpstreamHTTP1Connection(id: id, pool: pool))
         }
             .assumeIsolated()

@@ -90,7 +90,7 @@ final class CollectingConsumer: RequestBodyConsumer {
 }
 
 /// A body transform, as compression will be: uppercases each chunk, appends a tail at the end.
-struct ShoutFilter: HTTPFilter {
+final class ShoutFilter: HTTPFilter {
     final class Shout: ResponseBodyTransform {
         func transform(_ chunk: ByteBuffer) -> ByteBuffer? { ByteBuffer(string: String(buffer: chunk).uppercased()) }
         func finish(trailers: inout HTTPFields?) -> ByteBuffer? { ByteBuffer(string: "!") }

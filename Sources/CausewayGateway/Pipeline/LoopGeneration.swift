@@ -1,0 +1,155 @@
+import CausewayConfig
+import CausewayHTTP
+import CausewayUpstream
+import NIOCore
+
+/// Everything one event loop owns. Connections accepted on a loop only ever use that loop's
+/// context, which is why nothing here is locked. A reload installs a new generation here (on
+/// this loop); exchanges already dispatched keep the generation they started on.
+final class LoopContext {
+    let eventLoop: any EventLoop
+    private(set) var current: LoopGeneration
+    private(set) lazy var exchangeHandler = GatewayExchangeHandler(context: self)
+
+    init(eventLoop: any EventLoop, snapshot: RuntimeSnapshot, version: Int) {
+        self.eventLoop = eventLoop
+        self.current = LoopGeneration(snapshot: snapshot, version: version, eventLoop: eventLoop, previous: nil)
+    }
+
+    /// Swaps in a new snapshot. Clusters of unchanged upstreams move over with their pools;
+    /// the others drain (their connections close as their exchanges end).
+    func install(_ snapshot: RuntimeSnapshot, version: Int) {
+        eventLoop.preconditionInEventLoop()
+        let previous = current
+        current = LoopGeneration(snapshot: snapshot, version: version, eventLoop: eventLoop, previous: previous)
+        for (name, cluster) in previous.clusters where current.clusters[name] !== cluster {
+            cluster.retire()
+        }
+    }
+}
+
+/// One snapshot as one loop runs it: its routes with their filters and handlers, and the
+/// upstream clusters (pools) they use. Also the end of the global filter chain: it routes.
+final class LoopGeneration: RequestFiltersPassed {
+    let snapshot: RuntimeSnapshot
+    let version: Int
+    let globalFilters: [any HTTPFilter]
+    /// Indexed like `snapshot.router.routes`.
+    let routes: [LoopRoute]
+    let clusters: [String: UpstreamCluster]
+
+    init(snapshot: RuntimeSnapshot, version: Int, eventLoop: any EventLoop, previous: LoopGeneration?) {
+        self.snapshot = snapshot
+        self.version = version
+        let globalFilters = snapshot.globalFilters.map { $0.makeFilter(on: eventLoop) }
+        self.globalFilters = globalFilters
+        var clusters: [String: UpstreamCluster] = [:]
+        let previousKeys = Dictionary(uniqueKeysWithValues: (previous?.snapshot.upstreams ?? []).map { ($0.name, $0.reuseKey) })
+        for upstream in snapshot.upstreams {
+            if let kept = previous?.clusters[upstream.name], previousKeys[upstream.name] == upstream.reuseKey {
+                clusters[upstream.name] = kept
+            } else {
+                clusters[upstream.name] = UpstreamCluster(name: upstream.name, endpoints: upstream.endpoints,
+                                                          protocol: upstream.protocol, pool: upstream.pool, eventLoop: eventLoop)
+            }
+        }
+        self.clusters = clusters
+        self.routes = snapshot.plans.map { LoopRoute(plan: $0, globalFilters: globalFilters, clusters: clusters, eventLoop: eventLoop) }
+    }
+
+    /// The global filters passed: choose the route, then run its own filters.
+    func requestFiltersPassed(_ exchange: Exchange) {
+        switch snapshot.router.route(exchange.request) {
+        case .notFound:
+            exchange.fail(.routeNotFound)
+        case .methodNotAllowed(let allow):
+            exchange.fail(.methodNotAllowed(allow: allow))
+        case .route(let route):
+            routes[route.index].admit(exchange)
+        }
+    }
+}
+
+/// A route on one loop: the plan's filters made for this loop, and its handler's loop state
+/// (the upstream cluster, or GraphQL's transport and document cache). Dispatch is by the
+/// handler's kind, decided when the generation was built: no lookups per request.
+final class LoopRoute: RequestFiltersPassed {
+    enum Handler {
+        case proxy(UpstreamCluster?, upstream: String)
+        case graphql(GraphQLRoute, GatewayRestTransport, GraphQLDocumentCache)
+    }
+
+    let route: CompiledRoute
+    /// Global filters, then the route's own: the response phase runs all of them backwards.
+    let filters: [any HTTPFilter]
+    private let ownFiltersStart: Int
+    let handler: Handler
+
+    init(plan: RoutePlan, globalFilters: [any HTTPFilter], clusters: [String: UpstreamCluster], eventLoop: any EventLoop) {
+        route = plan.route
+        filters = globalFilters + plan.filters.map { $0.makeFilter(on: eventLoop) }
+        ownFiltersStart = globalFilters.count
+        switch plan.handler {
+        case .proxy(let upstream):
+            handler = .proxy(clusters[upstream], upstream: upstream)
+        case .graphql(let graphql):
+            let transport = GatewayRestTransport(eventLoop: eventLoop, clusters: clusters,
+                                                 timeout: TimeAmount(graphql.config.upstreamTimeout))
+            handler = .graphql(graphql, transport, GraphQLDocumentCache(capacity: graphql.config.cacheSize))
+        }
+    }
+
+    /// The exchange was routed here: route attributes and limits, then the route's filters.
+    func admit(_ exchange: Exchange) {
+        exchange.attributes.route = route.name
+        exchange.filters = filters
+        exchange.maxRequestBodySize = route.config.maxBodySize
+        if case .graphql = handler, exchange.errorFormat == .json { exchange.errorFormat = .graphql }
+        if let limit = route.config.maxBodySize, let length = exchange.requestBodyLength, length > limit {
+            exchange.fail(.bodyTooLarge)
+            return
+        }
+        exchange.runRequestFilters(filters[ownFiltersStart...], then: self)
+    }
+
+    /// Every filter passed: the handler takes the exchange.
+    func requestFiltersPassed(_ exchange: Exchange) {
+        exchange.attributes.timings.dispatched = .now()
+        switch handler {
+        case .proxy(let cluster?, _):
+            ProxyTask(exchange: exchange, route: route, cluster: cluster).start()
+        case .proxy(nil, let upstream):
+            exchange.fail(.upstreamOverloaded("upstream \"\(upstream)\" is not configured"))
+        case .graphql(let graphql, let transport, let cache):
+            GraphQLExchange(exchange: exchange, route: graphql, transport: transport, cache: cache).start()
+        }
+    }
+}
+
+/// What each downstream connection of a loop hands its exchanges to: the loop's current
+/// generation, read once per exchange, so a reload takes effect for the next request.
+final class GatewayExchangeHandler: ExchangeHandler {
+    private unowned let context: LoopContext
+
+    init(context: LoopContext) {
+        self.context = context
+    }
+
+    func handle(_ exchange: Exchange) {
+        let generation = context.current
+        exchange.filters = generation.globalFilters
+        exchange.runRequestFilters(generation.globalFilters[...], then: generation)
+    }
+}
+
+@available(*, unavailable)
+extension LoopContext: Sendable {}
+
+@available(*, unavailable)
+extension LoopGeneration: Sendable {}
+
+@available(*, unavailable)
+extension LoopRoute: Sendable {}
+
+@available(*, unavailable)
+extension GatewayExchangeHandler: Sendable {}

@@ -1,0 +1,90 @@
+import HTTPTypes
+import NIOCore
+import NIOHTTP1
+
+/// HTTP/1.1 request serialization from `HTTPFields`, and the one conversion of a decoded
+/// response head. As a channel handler it sits under the response decoder: request parts
+/// arrive pre-encoded as body bytes; the header-less head part (there only so the decoder
+/// knows a HEAD request's response has no body) and the end part are dropped.
+final class HTTP1RequestWriter: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = ByteBuffer
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .body(.byteBuffer(let bytes)):
+            context.write(wrapOutboundOut(bytes), promise: promise)
+        case .head, .end, .body(.fileRegion):
+            promise?.succeed(())
+        }
+    }
+
+    /// `METHOD path HTTP/1.1`, `Host`, the fields, then the framing the gateway chose.
+    static func writeHead(_ request: HTTPRequest, bodyLength: Int?, to buffer: inout ByteBuffer) {
+        buffer.writeString(request.method.rawValue)
+        buffer.writeInteger(UInt8(ascii: " "))
+        buffer.writeString(request.path ?? "/")
+        buffer.writeStaticString(" HTTP/1.1\r\nHost: ")
+        buffer.writeString(request.authority ?? "")
+        buffer.writeStaticString("\r\n")
+        for field in request.headerFields {
+            // TE is hop-by-hop on HTTP/1.1: a client's `TE: trailers` is kept for HTTP/2 upstreams only.
+            if field.name == .te { continue }
+            buffer.writeString(field.name.rawName)
+            buffer.writeStaticString(": ")
+            buffer.writeString(field.value)
+            buffer.writeStaticString("\r\n")
+        }
+        switch bodyLength {
+        case nil:
+            buffer.writeStaticString("transfer-encoding: chunked\r\n")
+        case 0?:
+            // A POST, PUT or PATCH without a body still says so (some servers wait otherwise).
+            if request.method == .post || request.method == .put || request.method == .patch {
+                buffer.writeStaticString("content-length: 0\r\n")
+            }
+        case let length?:
+            buffer.writeStaticString("content-length: ")
+            buffer.writeString(String(length))
+            buffer.writeStaticString("\r\n")
+        }
+        buffer.writeStaticString("\r\n")
+    }
+
+    static func writeChunk(_ chunk: ByteBuffer, to buffer: inout ByteBuffer) {
+        buffer.writeString(String(chunk.readableBytes, radix: 16))
+        buffer.writeStaticString("\r\n")
+        var chunk = chunk
+        buffer.writeBuffer(&chunk)
+        buffer.writeStaticString("\r\n")
+    }
+
+    static func writeLastChunk(trailers: HTTPFields?, to buffer: inout ByteBuffer) {
+        buffer.writeStaticString("0\r\n")
+        for field in trailers ?? [:] {
+            buffer.writeString(field.name.rawName)
+            buffer.writeStaticString(": ")
+            buffer.writeString(field.value)
+            buffer.writeStaticString("\r\n")
+        }
+        buffer.writeStaticString("\r\n")
+    }
+
+    /// The decoded head as the pipeline's one header type.
+    static func response(_ head: HTTPResponseHead) -> HTTPResponse {
+        HTTPResponse(status: .init(code: Int(head.status.code)), headerFields: fields(head.headers))
+    }
+
+    static func fields(_ headers: HTTPHeaders) -> HTTPFields {
+        var fields = HTTPFields()
+        fields.reserveCapacity(headers.count)
+        for (name, value) in headers {
+            // llhttp accepted the name as a token, so it parses.
+            if let name = HTTPField.Name(name) { fields.append(HTTPField(name: name, value: value)) }
+        }
+        return fields
+    }
+}
+
+@available(*, unavailable)
+extension HTTP1RequestWriter: Sendable {}
