@@ -10,9 +10,12 @@ final class LoopContext {
     let eventLoop: any EventLoop
     private(set) var current: LoopGeneration
     private(set) lazy var exchangeHandler = GatewayExchangeHandler(context: self)
+    let onExchangeComplete: (@Sendable (CompletedExchange) -> Void)?
 
-    init(eventLoop: any EventLoop, snapshot: RuntimeSnapshot, version: Int) {
+    init(eventLoop: any EventLoop, snapshot: RuntimeSnapshot, version: Int,
+         onExchangeComplete: (@Sendable (CompletedExchange) -> Void)? = nil) {
         self.eventLoop = eventLoop
+        self.onExchangeComplete = onExchangeComplete
         self.current = LoopGeneration(snapshot: snapshot, version: version, eventLoop: eventLoop, previous: nil)
     }
 
@@ -137,8 +140,49 @@ final class GatewayExchangeHandler: ExchangeHandler {
 
     func handle(_ exchange: Exchange) {
         let generation = context.current
+        if let observer = context.onExchangeComplete {
+            let version = generation.version
+            exchange.onComplete { [unowned exchange] outcome in
+                observer(CompletedExchange(exchange: exchange, outcome: outcome, configVersion: version))
+            }
+        }
         exchange.filters = generation.globalFilters
         exchange.runRequestFilters(generation.globalFilters[...], then: generation)
+    }
+}
+
+/// One finished exchange, as completion observers see it (Sendable: it may leave the loop).
+public struct CompletedExchange: Sendable {
+    public var route: String?
+    public var method: String
+    public var path: String
+    public var requestID: String
+    public var consumer: String?
+    public var kind: ExchangeOutcome.Kind
+    public var status: Int?
+    /// The gateway error's code when one answered or aborted the exchange.
+    public var errorCode: String?
+    public var requestBodyBytes: Int
+    public var responseBodyBytes: Int
+    /// From the complete request head to the end.
+    public var duration: TimeAmount
+    /// The config version the exchange ran on.
+    public var configVersion: Int
+
+    init(exchange: Exchange, outcome: ExchangeOutcome, configVersion: Int) {
+        let timings = exchange.attributes.timings
+        route = exchange.attributes.route
+        method = exchange.request.method.rawValue
+        path = exchange.request.path ?? "/"
+        requestID = exchange.requestID
+        consumer = exchange.attributes.consumer
+        kind = outcome.kind
+        status = outcome.status?.code
+        errorCode = outcome.error?.code
+        requestBodyBytes = outcome.requestBodyBytes
+        responseBodyBytes = outcome.responseBodyBytes
+        duration = (timings.completed ?? .now()) - timings.received
+        self.configVersion = configVersion
     }
 }
 

@@ -35,12 +35,15 @@ public final class GatewayServer: Sendable {
     private let adminChannel: Mutex<(any Channel)?> = Mutex(nil)
     private let reloading = Mutex(false)
 
-    public init(config: GatewayConfig, configPath: String? = nil, logger: Logger = Logger(label: "causeway")) throws {
+    /// `onExchangeComplete` hears of every exchange once, however it ended, on its event loop
+    /// (access logs and metrics hang here).
+    public init(config: GatewayConfig, configPath: String? = nil, logger: Logger = Logger(label: "causeway"),
+                onExchangeComplete: (@Sendable (CompletedExchange) -> Void)? = nil) throws {
         let snapshot = try RuntimeSnapshot(config: config)
         self.logger = logger
         self.configPath = configPath
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: config.server.workers ?? System.coreCount)
-        self.contexts = LoopContexts(group: group, snapshot: snapshot)
+        self.contexts = LoopContexts(group: group, snapshot: snapshot, onExchangeComplete: onExchangeComplete)
         self.running = Mutex(Running(snapshot: snapshot, version: 1, loadedAt: Date(), listeners: [:]))
     }
 
@@ -371,11 +374,13 @@ final class LoopContexts: @unchecked Sendable {
     private let byLoop: [ObjectIdentifier: LoopContext]
     private let loops: [any EventLoop]
 
-    init(group: MultiThreadedEventLoopGroup, snapshot: RuntimeSnapshot) {
+    init(group: MultiThreadedEventLoopGroup, snapshot: RuntimeSnapshot,
+         onExchangeComplete: (@Sendable (CompletedExchange) -> Void)?) {
         var byLoop: [ObjectIdentifier: LoopContext] = [:]
         var loops: [any EventLoop] = []
         for loop in group.makeIterator() {
-            byLoop[ObjectIdentifier(loop)] = LoopContext(eventLoop: loop, snapshot: snapshot, version: 1)
+            byLoop[ObjectIdentifier(loop)] = LoopContext(eventLoop: loop, snapshot: snapshot, version: 1,
+                                                         onExchangeComplete: onExchangeComplete)
             loops.append(loop)
         }
         self.byLoop = byLoop

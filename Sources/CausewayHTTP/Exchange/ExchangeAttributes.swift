@@ -43,7 +43,7 @@ public struct ExchangeTimings {
 
 /// How an exchange ended, given once to its completion hooks.
 public struct ExchangeOutcome {
-    public enum Kind: Equatable {
+    public enum Kind: Sendable, Equatable {
         /// The whole response reached the downstream codec.
         case completed
         /// The gateway answered with an error of its own (`error` says which).

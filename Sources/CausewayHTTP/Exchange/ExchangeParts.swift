@@ -44,7 +44,7 @@ public protocol ExchangeHandler: AnyObject {
 }
 
 /// What a filter's request phase decides.
-public enum FilterOutcome {
+public enum FilterOutcome: Sendable {
     /// Go on to the next filter, then the route's handler.
     case `continue`
     /// Answer now with a complete response of the filter's own (a CORS preflight, a cache hit,

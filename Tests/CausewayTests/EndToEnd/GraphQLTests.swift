@@ -146,6 +146,22 @@ import Testing
         }
     }
 
+    /// A gateway error on a GraphQL route (here 415) is a GraphQL `errors` answer, with the
+    /// gateway's code upper-cased in `extensions`, so GraphQL clients can read it.
+    @Test func gatewayErrorsOnGraphQLRoutesUseGraphQLErrors() async throws {
+        try await withGateway { gateway, _ in
+            let result = try Curl.run(["-X", "POST", "-H", "content-type: text/plain", "-H", "x-request-id: gql-err-1",
+                                       "-d", "{}", "\(gateway.url)/graphql"])
+            #expect(result.status == 415)
+            let object = try JSONSerialization.jsonObject(with: Data(result.body.utf8)) as? [String: Any]
+            let error = (object?["errors"] as? [[String: Any]])?.first
+            let extensions = error?["extensions"] as? [String: Any]
+            #expect(extensions?["code"] as? String == "UNSUPPORTED_MEDIA_TYPE", "\(result.body)")
+            #expect(extensions?["request_id"] as? String == "gql-err-1")
+            #expect(object?["error"] == nil, "not the REST shape")
+        }
+    }
+
     @Test func variablesAreCoercedToTheirDeclaredTypes() async throws {
         try await withGateway { gateway, _ in
             let mutation = "mutation M($order: OrderInput!) { createOrder(input: $order) { item total user { name } } }"

@@ -20,7 +20,8 @@ struct GatewayHarness {
 
     /// `routes` is YAML for the routes list; `{{UPSTREAM}}` names the test upstream's address.
     static func start(routes: String = Self.defaultRoutes, listenerLimits: String = "{}", http2: String = "{}", pool: String = "{}",
-                      extraUpstreams: String = "", drain: String = "5s", workers: Int = 2) async throws -> GatewayHarness {
+                      extraUpstreams: String = "", drain: String = "5s", workers: Int = 2,
+                      onExchangeComplete: (@Sendable (CompletedExchange) -> Void)? = nil) async throws -> GatewayHarness {
         let upstream = try await TestUpstream.start()
         let certificates = TestCertificates.shared
         let yaml = """
@@ -43,7 +44,7 @@ struct GatewayHarness {
         let config = try ConfigLoader.parse(yaml, file: "harness.yaml")
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let server = try GatewayServer(config: config, logger: logger)
+        let server = try GatewayServer(config: config, logger: logger, onExchangeComplete: onExchangeComplete)
         try await server.start()
         return GatewayHarness(server: server, upstream: upstream, port: server.listenerAddresses["test"]!.port!,
                               tlsPort: server.listenerAddresses["tls"]!.port!)
