@@ -74,12 +74,12 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
         self.context = context
         clientInfo = ClientInfo(address: context.channel.remoteAddress?.ipAddress ?? "",
                                 scheme: configuration.secure ? "https" : "http")
-        let settings = NGHTTP2Session.Settings(
+        let role = NGHTTP2Session.Role.server(
             maxConcurrentStreams: UInt32(clamping: configuration.maxConcurrentStreams),
             initialWindowSize: UInt32(clamping: configuration.initialWindowSize),
             maxHeaderListSize: UInt32(clamping: configuration.maxHeaderListSize))
         do {
-            let session = try NGHTTP2Session(settings: settings)
+            let session = try NGHTTP2Session(role: role)
             session.attach(self)
             self.session = session
         } catch {
@@ -185,7 +185,7 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
         let actions = afterSendActions
         afterSendActions = []
         for action in actions { action() }
-        if !session.wantsIO { context.close(promise: nil) }
+        if !session.wantsIO || session.failure != nil { context.close(promise: nil) }
     }
 
     func afterSend(_ action: @escaping () -> Void) {
@@ -194,7 +194,12 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
 
     func submitResponse(_ stream: HTTP2StreamDownstream, status: Int, fields: [(String, String)], hasBody: Bool) {
         guard streams[stream.streamID] === stream else { return }
-        _ = session?.submitResponse(streamID: stream.streamID, status: status, fields: fields, hasBody: hasBody)
+        guard let session else { return }
+        // Refused (a header nghttp2 will not send, the stream gone): the stream cannot be
+        // answered, so it is reset rather than left waiting.
+        if !session.submitResponse(streamID: stream.streamID, status: status, fields: fields, hasBody: hasBody) {
+            session.reset(streamID: stream.streamID, code: NGHTTP2_INTERNAL_ERROR)
+        }
     }
 
     func resume(_ stream: HTTP2StreamDownstream) {
@@ -240,7 +245,7 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
 }
 
 extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
-    func sessionBeginFrame(type: UInt8, streamID: Int32) -> nghttp2_error_code? {
+    public func sessionBeginFrame(type: UInt8, streamID: Int32) -> nghttp2_error_code? {
         // nghttp2 silently ignores HEADERS on a new stream id lower than one already used;
         // RFC 9113 §5.1.1 makes it a connection error (h2spec http2/5.1.1/2).
         if type == UInt8(NGHTTP2_HEADERS.rawValue), streams[streamID] == nil, streamID <= highestStreamID,
@@ -251,7 +256,7 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
         return nil
     }
 
-    func sessionFrameReceived(type: UInt8, streamID: Int32, length: Int, flags: UInt8) -> nghttp2_error_code? {
+    public func sessionFrameReceived(type: UInt8, streamID: Int32, length: Int, flags: UInt8) -> nghttp2_error_code? {
         let now = NIODeadline.now()
         switch type {
         case UInt8(NGHTTP2_RST_STREAM.rawValue):
@@ -271,7 +276,7 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
         return nil
     }
 
-    func sessionBeginHeaders(streamID: Int32) {
+    public func sessionBeginHeaders(streamID: Int32) {
         highestStreamID = max(highestStreamID, streamID)
         streams[streamID] = HTTP2StreamDownstream(streamID: streamID, connection: self)
     }
@@ -279,7 +284,7 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
     /// One decoded field (HPACK is nghttp2's, with its own table and size limits). Work per
     /// field is linear in its bytes; a stream's fields are bounded by `max_header_list_size`,
     /// counted here as they arrive, so an oversized list is refused before it is held.
-    func sessionHeader(streamID: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Bool {
+    public func sessionHeader(streamID: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Bool {
         guard let stream = streams[streamID] else { return true }
         stream.headerBytes += name.count + value.count + 32
         if stream.headerBytes > configuration.maxHeaderListSize {
@@ -308,7 +313,7 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
         return true
     }
 
-    func sessionHeadersComplete(streamID: Int32, endStream: Bool) {
+    public func sessionHeadersComplete(streamID: Int32, endStream: Bool) {
         guard let stream = streams[streamID], let context else { return }
         let host = HTTPField.Name("host")!
         let authority = stream.authority ?? stream.fields[host]
@@ -336,14 +341,16 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
         handler.handle(exchange)
     }
 
-    func sessionTrailersComplete(streamID: Int32) {
+    public func sessionLaterHeadersComplete(streamID: Int32, endStream: Bool) {
+        // A request's later header block can only be its trailers (which end the stream).
+        guard endStream else { return }
         guard let stream = streams[streamID] else { return }
         let trailers = stream.trailers
         stream.trailers = [:]
         stream.exchange?.receiveRequestEnd(trailers)
     }
 
-    func sessionData(streamID: Int32, bytes: UnsafeBufferPointer<UInt8>) {
+    public func sessionData(streamID: Int32, bytes: UnsafeBufferPointer<UInt8>) {
         guard let stream = streams[streamID] else { return }
         if let exchange = stream.exchange, exchange.responseState != .complete {
             var buffer = context!.channel.allocator.buffer(capacity: bytes.count)
@@ -357,11 +364,11 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
         }
     }
 
-    func sessionEndStream(streamID: Int32) {
+    public func sessionEndStream(streamID: Int32) {
         streams[streamID]?.exchange?.receiveRequestEnd(nil)
     }
 
-    func sessionStreamClosed(streamID: Int32, errorCode: UInt32) {
+    public func sessionStreamClosed(streamID: Int32, errorCode: UInt32) {
         guard let stream = streams.removeValue(forKey: streamID) else { return }
         if recentlyClosed.count >= 256 { recentlyClosed.removeAll(keepingCapacity: true) }
         recentlyClosed.insert(streamID)
@@ -374,12 +381,14 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
         }
     }
 
-    func sessionReadResponseData(streamID: Int32, into target: UnsafeMutableRawBufferPointer) -> (count: Int, end: Bool, trailers: Bool)? {
+    public func sessionReadData(streamID: Int32, into target: UnsafeMutableRawBufferPointer) -> (count: Int, end: Bool, trailers: Bool)? {
         guard let stream = streams[streamID], let result = stream.read(into: target) else { return nil }
-        if let trailers = result.trailers {
-            session?.submitTrailers(streamID: streamID, fields: trailers.map { ($0.name.canonicalName, $0.value) })
-        }
-        return (result.count, result.end, result.trailers != nil)
+        // Trailers nghttp2 refuses must not leave the stream open waiting for them: END_STREAM
+        // goes with the data instead.
+        let trailersSent = result.trailers.map { trailers in
+            session?.submitTrailers(streamID: streamID, fields: trailers.map { ($0.name.canonicalName, $0.value) }) ?? false
+        } ?? false
+        return (result.count, result.end, trailersSent)
     }
 }
 
