@@ -132,12 +132,13 @@ struct GraphQLHTTPRequest: Sendable {
 final class GatewayRestTransport: RestTransport {
     private let eventLoop: any EventLoop
     private let clusters: [String: UpstreamCluster]
-    private let timeout: TimeAmount
+    /// The route's `upstream_timeout` on this loop.
+    private let deadlines: UpstreamDeadlines
 
     init(eventLoop: any EventLoop, clusters: [String: UpstreamCluster], timeout: TimeAmount) {
         self.eventLoop = eventLoop
         self.clusters = clusters
-        self.timeout = timeout
+        self.deadlines = UpstreamDeadlines(timeout: timeout, eventLoop: eventLoop)
     }
 
     func send(_ request: RestRequest, done: @escaping (Result<RestResponse, RestFailure>) -> Void) {
@@ -145,6 +146,6 @@ final class GatewayRestTransport: RestTransport {
             done(.failure(.unavailable("upstream \"\(request.upstream)\" is not configured")))
             return
         }
-        UpstreamCall(cluster: cluster, request: request, eventLoop: eventLoop, timeout: timeout, done: done).start()
+        UpstreamCall(cluster: cluster, request: request, eventLoop: eventLoop, deadlines: deadlines, done: done).start()
     }
 }

@@ -17,13 +17,13 @@ final class UpstreamCall {
     private var body: [UInt8] = []
 
     /// `done` is called once, on `eventLoop` (which must be the cluster's).
-    init(cluster: UpstreamCluster, request: RestRequest, eventLoop: any EventLoop, timeout: TimeAmount,
+    init(cluster: UpstreamCluster, request: RestRequest, eventLoop: any EventLoop, deadlines: UpstreamDeadlines,
          done: @escaping (Result<RestResponse, RestFailure>) -> Void) {
         self.request = request
         self.done = done
         self.upstream = UpstreamExchange(
             cluster: cluster, request: Self.head(request), body: request.body.map { .buffered(ByteBuffer(bytes: $0)) } ?? .none,
-            eventLoop: eventLoop, timeout: timeout, timeoutMessage: "no answer within the upstream timeout", delegate: self)
+            eventLoop: eventLoop, deadlines: deadlines, timeoutMessage: "no answer within the upstream timeout", delegate: self)
     }
 
     func start() {

@@ -78,7 +78,8 @@ final class LoopGeneration: RequestFiltersPassed {
 /// handler's kind, decided when the generation was built: no lookups per request.
 final class LoopRoute: RequestFiltersPassed {
     enum Handler {
-        case proxy(UpstreamCluster?, upstream: String)
+        /// The route's timeout lives in `deadlines` (nil: no timeout).
+        case proxy(UpstreamCluster?, upstream: String, deadlines: UpstreamDeadlines?)
         case graphql(GraphQLRoute, GatewayRestTransport, GraphQLDocumentCache)
     }
 
@@ -94,7 +95,8 @@ final class LoopRoute: RequestFiltersPassed {
         ownFiltersStart = globalFilters.count
         switch plan.handler {
         case .proxy(let upstream):
-            handler = .proxy(clusters[upstream], upstream: upstream)
+            let deadlines = plan.route.config.timeout.map { UpstreamDeadlines(timeout: TimeAmount($0), eventLoop: eventLoop) }
+            handler = .proxy(clusters[upstream], upstream: upstream, deadlines: deadlines)
         case .graphql(let graphql):
             let transport = GatewayRestTransport(eventLoop: eventLoop, clusters: clusters,
                                                  timeout: TimeAmount(graphql.config.upstreamTimeout))
@@ -119,9 +121,9 @@ final class LoopRoute: RequestFiltersPassed {
     func requestFiltersPassed(_ exchange: Exchange) {
         exchange.attributes.timings.dispatched = .now()
         switch handler {
-        case .proxy(let cluster?, _):
-            ProxyTask(exchange: exchange, route: route, cluster: cluster).start()
-        case .proxy(nil, let upstream):
+        case .proxy(let cluster?, _, let deadlines):
+            ProxyTask(exchange: exchange, route: route, cluster: cluster, deadlines: deadlines).start()
+        case .proxy(nil, let upstream, _):
             exchange.fail(.upstreamOverloaded("upstream \"\(upstream)\" is not configured"))
         case .graphql(let graphql, let transport, let cache):
             GraphQLExchange(exchange: exchange, route: graphql, transport: transport, cache: cache).start()

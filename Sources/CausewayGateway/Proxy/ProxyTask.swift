@@ -15,14 +15,17 @@ final class ProxyTask {
     private let exchange: Exchange
     private let route: CompiledRoute
     private let cluster: UpstreamCluster
+    private let deadlines: UpstreamDeadlines?
     private var upstream: UpstreamExchange?
     private var sendsBody = false
     private var bodyAttached = false
 
-    init(exchange: Exchange, route: CompiledRoute, cluster: UpstreamCluster) {
+    /// `deadlines`: the route's timeout on this loop (nil: none).
+    init(exchange: Exchange, route: CompiledRoute, cluster: UpstreamCluster, deadlines: UpstreamDeadlines?) {
         self.exchange = exchange
         self.route = route
         self.cluster = cluster
+        self.deadlines = deadlines
     }
 
     func start() {
@@ -31,7 +34,7 @@ final class ProxyTask {
         sendsBody = length != 0
         let upstream = UpstreamExchange(
             cluster: cluster, request: upstreamRequest(), body: sendsBody ? .streamed(length: length) : .none,
-            eventLoop: exchange.eventLoop, timeout: route.config.timeout.map(TimeAmount.init),
+            eventLoop: exchange.eventLoop, deadlines: deadlines,
             timeoutMessage: "upstream \"\(cluster.name)\" did not answer within the route timeout", delegate: self)
         self.upstream = upstream
         exchange.attributes.timings.upstreamStarted = .now()

@@ -69,7 +69,11 @@ public final class UpstreamExchange {
     private var poolIndex = 0
     private var channel: (any UpstreamRequestChannel)?
     private var waiterID: Int?
-    private var timer: Scheduled<Void>?
+    // The exchange's place in its route's deadline list (`UpstreamDeadlines`).
+    var deadline = NIODeadline.uptimeNanoseconds(0)
+    var deadlineNext: UpstreamExchange?
+    unowned(unsafe) var deadlinePrevious: UpstreamExchange?
+    var deadlineList: UpstreamDeadlines?
     private var attempts = 0
     private var attemptStart = NIODeadline.uptimeNanoseconds(0)
     private var bodyTaken = false
@@ -77,10 +81,10 @@ public final class UpstreamExchange {
     private var responseStatus: Int?
     private let timeoutMessage: String
 
-    /// `request.authority` nil means the endpoint's `host:port`. `timeout` bounds the whole
-    /// exchange (connect to last byte); nil = none.
+    /// `request.authority` nil means the endpoint's `host:port`. `deadlines` (the route's, on
+    /// this loop) bounds the whole exchange, connect to last byte; nil = no timeout.
     public init(cluster: UpstreamCluster, request: HTTPRequest, body: Body, eventLoop: any EventLoop,
-                timeout: TimeAmount?, timeoutMessage: String? = nil, maxRetries: Int = 1,
+                deadlines: UpstreamDeadlines?, timeoutMessage: String? = nil, maxRetries: Int = 1,
                 delegate: any UpstreamExchangeDelegate) {
         self.cluster = cluster
         self.request = request
@@ -89,12 +93,12 @@ public final class UpstreamExchange {
         self.maxRetries = maxRetries
         self.delegate = delegate
         self.timeoutMessage = timeoutMessage ?? "upstream \"\(cluster.name)\" did not answer in time"
-        if let timeout {
-            timer = eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
-                timer = nil
-                fail(.init(kind: .timeout, message: self.timeoutMessage), outcome: .timeout)
-            }
-        }
+        deadlines?.add(self)
+    }
+
+    /// Called by the deadline list: the exchange's time is up.
+    func deadlinePassed() {
+        fail(.init(kind: .timeout, message: timeoutMessage), outcome: .timeout)
     }
 
     /// The endpoint of the current attempt, for messages ("?" before one is picked).
@@ -176,8 +180,7 @@ public final class UpstreamExchange {
     }
 
     private func cleanUp() {
-        timer?.cancel()
-        timer = nil
+        deadlineList?.remove(self)
         if let waiterID, let pool {
             pool.cancel(waiter: waiterID)
             self.waiterID = nil
@@ -286,8 +289,7 @@ extension UpstreamExchange: UpstreamResponseSink {
         guard !finished else { return }
         finished = true
         channel = nil
-        timer?.cancel()
-        timer = nil
+        deadlineList?.remove(self)
         let delegate = self.delegate
         self.delegate = nil
         delegate?.upstreamResponseEnd(trailers)
