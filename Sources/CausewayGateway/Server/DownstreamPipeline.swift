@@ -8,7 +8,7 @@ import NIOHTTP1
 /// chose.
 ///
 /// ```
-/// http1 only:  ByteArrivalObserver ─▶ HTTP/1.1 codec ─▶ DownstreamHTTP1Handler
+/// http1 only:  ByteArrivalObserver ─▶ HTTP1ResponseWriter, HTTPRequestDecoder ─▶ DownstreamHTTP1Handler
 /// with h2c:    ProtocolSniffer ─┬─▶ (the HTTP/1.1 handlers above)
 ///                               └─▶ HTTP2ServerHandler (nghttp2)
 /// with tls:    OpenSSLHandler (handshake_timeout) ─▶ ALPNProtocolSelector ─┬─▶ HTTP/1.1 handlers
@@ -77,7 +77,7 @@ struct DownstreamPipeline: Sendable {
             upgrade = { context, request, settings in
                 let sync = context.pipeline.syncOperations
                 try sync.removeHandler(context: sync.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self))
-                try sync.removeHandler(context: sync.context(handlerType: HTTPResponseEncoder.self))
+                try sync.removeHandler(context: sync.context(handlerType: HTTP1ResponseWriter.self))
                 try sync.removeHandler(context: sync.context(handlerType: ByteArrivalObserver.self))
                 try sync.addHandler(HTTP2ServerHandler(handler: handler, configuration: http2,
                                                        upgrade: .init(request: request, settings: settings)),
@@ -87,9 +87,11 @@ struct DownstreamPipeline: Sendable {
         }
         let downstream = DownstreamHTTP1Handler(handler: handler, configuration: http1, h2cUpgrade: upgrade)
         try sync.addHandler(downstream.makeByteObserver())
-        try sync.configureHTTPServerPipeline(
-            withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
-            withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits)
+        // Responses are serialized by the downstream handler from HTTPFields (HTTP1ResponseWriter
+        // passes the bytes); llhttp decodes requests.
+        try sync.addHandler(HTTP1ResponseWriter())
+        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes,
+                                                                    limitConfiguration: decoderLimits)))
         try sync.addHandler(downstream)
     }
 }

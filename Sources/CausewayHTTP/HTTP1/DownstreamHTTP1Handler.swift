@@ -42,6 +42,8 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
 
     private var exchange: Exchange?
     private var requestVersion = HTTPVersion.http1_1
+    /// The current response's framing (HTTP1ResponseWriter writes its head).
+    private var framing = HTTP1ResponseWriter.Framing.length
     private var keepAlive = true
     private var requestEnded = true
     private var expectContinue = false
@@ -361,23 +363,32 @@ extension DownstreamHTTP1Handler: ExchangeDownstream {
             // the rest of the body cannot be told apart from the next request, so close after.
             keepAlive = false
         }
-        var head = HTTPResponseHead(version: requestVersion,
-                                    status: HTTPResponseStatus(statusCode: response.status.code,
-                                                               reasonPhrase: response.status.reasonPhrase),
-                                    headers: HTTPHeaders(response.headerFields))
-        if requestVersion.minor == 0 && !head.headers.contains(name: "content-length") {
+        let bodiless = exchange?.request.method == .head
+        if requestVersion.minor == 0 && response.headerFields[.contentLength] == nil && !bodiless {
             keepAlive = false  // HTTP/1.0 cannot chunk: the body ends when the connection does
         }
-        if !keepAlive || closing {
-            head.headers.replaceOrAdd(name: "connection", value: "close")
-        } else if requestVersion.minor == 0 {
-            head.headers.replaceOrAdd(name: "connection", value: "keep-alive")
-        }
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        let connection: String? = !keepAlive || closing ? "close" : requestVersion.minor == 0 ? "keep-alive" : nil
+        var bytes = context.channel.allocator.buffer(capacity: 256)
+        framing = HTTP1ResponseWriter.writeHead(response, version: requestVersion, bodiless: bodiless,
+                                                connection: connection, to: &bytes)
+        context.write(wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
     }
 
     public func writeResponseBody(_ chunk: ByteBuffer) {
-        context?.write(wrapOutboundOut(.body(.byteBuffer(chunk))), promise: nil)
+        guard let context, chunk.readableBytes > 0 else { return }
+        switch framing {
+        case .none:
+            return
+        case .length, .untilClose:
+            context.write(wrapOutboundOut(.body(.byteBuffer(chunk))), promise: nil)
+        case .chunked:
+            let (first, body) = HTTP1ResponseWriter.chunkParts(chunk, allocator: context.channel.allocator)
+            context.write(wrapOutboundOut(.body(.byteBuffer(first))), promise: nil)
+            if let body {
+                context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(HTTP1ResponseWriter.crlf))), promise: nil)
+            }
+        }
     }
 
     public func flushResponse() {
@@ -389,7 +400,12 @@ extension DownstreamHTTP1Handler: ExchangeDownstream {
         exchange = nil
         let close = !keepAlive || !requestEnded || closing
         timer.exchangeCompleted(now: .now())
-        let end = wrapOutboundOut(.end(trailers.map(HTTPHeaders.init)))
+        if framing == .chunked {
+            var last = context.channel.allocator.buffer(capacity: 5)
+            HTTP1ResponseWriter.writeLastChunk(trailers: trailers, to: &last)
+            context.write(wrapOutboundOut(.body(.byteBuffer(last))), promise: nil)
+        }
+        let end = wrapOutboundOut(.end(nil))
         if close {
             held.removeAll()
             heldBytes = 0

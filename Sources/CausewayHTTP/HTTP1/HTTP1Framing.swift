@@ -100,26 +100,35 @@ extension StringProtocol {
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1): they describe one connection and never cross a proxy.
 public enum HopByHop {
+    /// Removes hop-by-hop fields (RFC 9110 §7.6.1) and the ones `Connection` names. One pass
+    /// to look; the fields are rewritten only when one is there (rarely, for requests).
     public static func strip(_ fields: inout HTTPFields) {
-        // Names listed in Connection are hop-by-hop too.
-        let connection = fields[values: .connection]
-        if !connection.isEmpty {
-            for value in connection {
-                for token in value.split(separator: ",") {
-                    if let name = HTTPField.Name(String(token.trimmingSpaces())) {
-                        fields[name] = nil
-                    }
-                }
+        var found = false
+        var named: [HTTPField.Name] = []
+        for field in fields where isHopByHop(field.name) {
+            found = true
+            guard field.name == .connection else { continue }
+            for token in field.value.split(separator: ",") {
+                if let name = HTTPField.Name(String(token.trimmingSpaces())) { named.append(name) }
             }
-            fields[.connection] = nil
         }
-        fields[.transferEncoding] = nil
-        fields[.te] = nil
-        fields[.upgrade] = nil
-        fields[keepAlive] = nil
-        fields[proxyConnection] = nil
-        fields[.proxyAuthenticate] = nil
-        fields[proxyAuthorization] = nil
+        guard found else { return }
+        fields = HTTPFields(fields.filter { !isHopByHop($0.name) && !named.contains($0.name) })
+    }
+
+    /// By length first: most names are ruled out by one integer compare.
+    static func isHopByHop(_ name: HTTPField.Name) -> Bool {
+        let canonical = name.canonicalName
+        switch canonical.utf8.count {
+        case 2: return canonical == "te"
+        case 7: return canonical == "upgrade"
+        case 10: return canonical == "connection" || canonical == "keep-alive"
+        case 16: return canonical == "proxy-connection"
+        case 17: return canonical == "transfer-encoding"
+        case 18: return canonical == "proxy-authenticate"
+        case 19: return canonical == "proxy-authorization"
+        default: return false
+        }
     }
 
     static let keepAlive = HTTPField.Name("keep-alive")!
