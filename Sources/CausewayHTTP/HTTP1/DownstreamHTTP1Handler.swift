@@ -405,15 +405,16 @@ extension DownstreamHTTP1Handler: ExchangeDownstream {
             HTTP1ResponseWriter.writeLastChunk(trailers: trailers, to: &last)
             context.write(wrapOutboundOut(.body(.byteBuffer(last))), promise: nil)
         }
-        let end = wrapOutboundOut(.end(nil))
         if close {
             held.removeAll()
             heldBytes = 0
             let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            context.writeAndFlush(end).assumeIsolated().whenComplete { _ in loopBound.value.close(promise: nil) }
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                loopBound.value.close(promise: nil)
+            }
             return
         }
-        context.writeAndFlush(end, promise: nil)
+        context.flush()  // nothing more to write: the bytes went with the head and body
         wantsBody = true
         requestEnded = true
         replayHeld(context: context)

@@ -113,7 +113,13 @@ public enum HopByHop {
             }
         }
         guard found else { return }
-        fields = HTTPFields(fields.filter { !isHopByHop($0.name) && !named.contains($0.name) })
+        // In place, from the end, so indices stay valid (usually one field: Connection).
+        var index = fields.endIndex
+        while index > fields.startIndex {
+            index -= 1
+            let name = fields[index].name
+            if isHopByHop(name) || named.contains(name) { fields.remove(at: index) }
+        }
     }
 
     /// By length first: most names are ruled out by one integer compare.

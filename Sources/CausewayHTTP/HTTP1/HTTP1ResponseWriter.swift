@@ -56,8 +56,7 @@ public final class HTTP1ResponseWriter: ChannelOutboundHandler, RemovableChannel
                           to buffer: inout ByteBuffer) -> Framing {
         let code = response.status.code
         let noBody = bodiless || code == 204 || code == 304 || code < 200
-        let hasLength = response.headerFields[.contentLength] != nil
-        let framing: Framing = noBody ? .none : hasLength ? .length : version.minor == 0 ? .untilClose : .chunked
+        var hasLength = false
         buffer.writeStaticString(version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
         buffer.writeString(String(code))
         buffer.writeInteger(UInt8(ascii: " "))
@@ -66,12 +65,15 @@ public final class HTTP1ResponseWriter: ChannelOutboundHandler, RemovableChannel
         buffer.writeStaticString("\r\n")
         for field in response.headerFields {
             // The framing and the connection's fate are this writer's to say.
-            if field.name == .transferEncoding || field.name == .connection { continue }
-            buffer.writeString(field.name.rawName)
+            let name = field.name
+            if name == .transferEncoding || name == .connection { continue }
+            if name == .contentLength { hasLength = true }
+            buffer.writeString(name.rawName)
             buffer.writeStaticString(": ")
             buffer.writeString(field.value)
             buffer.writeStaticString("\r\n")
         }
+        let framing: Framing = noBody ? .none : hasLength ? .length : version.minor == 0 ? .untilClose : .chunked
         if framing == .chunked { buffer.writeStaticString("transfer-encoding: chunked\r\n") }
         if let connection {
             buffer.writeStaticString("connection: ")
