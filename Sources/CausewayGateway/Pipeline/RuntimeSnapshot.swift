@@ -59,15 +59,7 @@ public struct RuntimeSnapshot: Sendable {
         let loadedServerTLS = try Self.loadTLS(config.listeners)
         // Applied last, when nothing can fail any more: a refused reload changes nothing.
         var replacements: [() -> Void] = []
-        var clientTLS: [String: TLSContextBox<TLSClientContext>] = [:]
-        for (name, context) in loadedClientTLS {
-            if let box = previous?.upstreamTLSContexts[name] {
-                replacements.append { box.replace(context) }
-                clientTLS[name] = box
-            } else {
-                clientTLS[name] = TLSContextBox(context)
-            }
-        }
+        let clientTLS = Self.boxes(loadedClientTLS, reusing: previous?.upstreamTLSContexts, replacements: &replacements)
         self.upstreamTLSContexts = clientTLS
         self.upstreams = try config.upstreams.map { upstream in
             let endpoints = try upstream.endpoints.map { endpoint in
@@ -81,17 +73,24 @@ public struct RuntimeSnapshot: Sendable {
             return Upstream(name: upstream.name, endpoints: endpoints, protocol: upstream.protocol == "http1" ? .http1 : .http2,
                             pool: upstream.pool, reuseKey: Self.reuseKey(upstream, endpoints: endpoints))
         }
-        var serverTLS: [String: TLSContextBox<TLSServerContext>] = [:]
-        for (name, context) in loadedServerTLS {
-            if let box = previous?.tlsContexts[name] {
+        self.tlsContexts = Self.boxes(loadedServerTLS, reusing: previous?.tlsContexts, replacements: &replacements)
+        for replace in replacements { replace() }
+    }
+
+    /// Each context in the previous snapshot's box of the same name (filled by `replacements`,
+    /// later), or in a new box.
+    private static func boxes<Context>(_ loaded: [String: Context], reusing previous: [String: TLSContextBox<Context>]?,
+                                       replacements: inout [() -> Void]) -> [String: TLSContextBox<Context>] {
+        var boxes: [String: TLSContextBox<Context>] = [:]
+        for (name, context) in loaded {
+            if let box = previous?[name] {
                 replacements.append { box.replace(context) }
-                serverTLS[name] = box
+                boxes[name] = box
             } else {
-                serverTLS[name] = TLSContextBox(context)
+                boxes[name] = TLSContextBox(context)
             }
         }
-        self.tlsContexts = serverTLS
-        for replace in replacements { replace() }
+        return boxes
     }
 
     private static func reuseKey(_ upstream: UpstreamConfig, endpoints: [UpstreamEndpoint]) -> String {

@@ -86,7 +86,7 @@ public final class HTTP1ResponseWriter: ChannelOutboundHandler, RemovableChannel
 
     /// One chunk's framing around `chunk`: small chunks are copied into one buffer (one iovec),
     /// large ones get a separate size line so the body is never copied.
-    static func chunkParts(_ chunk: ByteBuffer, allocator: ByteBufferAllocator) -> (ByteBuffer, ByteBuffer?) {
+    public static func chunkParts(_ chunk: ByteBuffer, allocator: ByteBufferAllocator) -> (ByteBuffer, ByteBuffer?) {
         let size = chunk.readableBytes
         if size <= 4096 {
             var framed = allocator.buffer(capacity: size + 12)
@@ -103,7 +103,8 @@ public final class HTTP1ResponseWriter: ChannelOutboundHandler, RemovableChannel
         return (line, chunk)
     }
 
-    static func writeLastChunk(trailers: HTTPFields?, to buffer: inout ByteBuffer) {
+    /// The last chunk and trailers, for requests (upstream) and responses alike.
+    public static func writeLastChunk(trailers: HTTPFields?, to buffer: inout ByteBuffer) {
         buffer.writeStaticString("0\r\n")
         for field in trailers ?? [:] {
             buffer.writeString(field.name.rawName)
@@ -114,7 +115,7 @@ public final class HTTP1ResponseWriter: ChannelOutboundHandler, RemovableChannel
         buffer.writeStaticString("\r\n")
     }
 
-    static let crlf: ByteBuffer = ByteBuffer(string: "\r\n")
+    public static let crlf: ByteBuffer = ByteBuffer(string: "\r\n")
 }
 
 @available(*, unavailable)

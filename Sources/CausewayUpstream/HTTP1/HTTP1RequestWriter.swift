@@ -51,25 +51,6 @@ final class HTTP1RequestWriter: ChannelOutboundHandler, RemovableChannelHandler 
         buffer.writeStaticString("\r\n")
     }
 
-    static func writeChunk(_ chunk: ByteBuffer, to buffer: inout ByteBuffer) {
-        buffer.writeString(String(chunk.readableBytes, radix: 16))
-        buffer.writeStaticString("\r\n")
-        var chunk = chunk
-        buffer.writeBuffer(&chunk)
-        buffer.writeStaticString("\r\n")
-    }
-
-    static func writeLastChunk(trailers: HTTPFields?, to buffer: inout ByteBuffer) {
-        buffer.writeStaticString("0\r\n")
-        for field in trailers ?? [:] {
-            buffer.writeString(field.name.rawName)
-            buffer.writeStaticString(": ")
-            buffer.writeString(field.value)
-            buffer.writeStaticString("\r\n")
-        }
-        buffer.writeStaticString("\r\n")
-    }
-
     /// The decoded head as the pipeline's one header type.
     static func response(_ head: HTTPResponseHead) -> HTTPResponse {
         HTTPResponse(status: .init(code: Int(head.status.code)), headerFields: fields(head.headers))

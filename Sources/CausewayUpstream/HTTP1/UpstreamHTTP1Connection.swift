@@ -1,3 +1,4 @@
+import CausewayHTTP
 import HTTPTypes
 import NIOCore
 import NIOHTTP1
@@ -123,9 +124,14 @@ public final class UpstreamHTTP1Connection: ChannelDuplexHandler, RemovableChann
     public func writeBody(_ chunk: ByteBuffer) {
         guard let context, chunk.readableBytes > 0 else { return }
         if chunked {
-            var framed = context.channel.allocator.buffer(capacity: chunk.readableBytes + 12)
-            HTTP1RequestWriter.writeChunk(chunk, to: &framed)
-            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(framed))), promise: nil)
+            let (first, body) = HTTP1ResponseWriter.chunkParts(chunk, allocator: context.channel.allocator)
+            if let body {
+                context.write(wrapOutboundOut(.body(.byteBuffer(first))), promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(HTTP1ResponseWriter.crlf))), promise: nil)
+            } else {
+                context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(first))), promise: nil)
+            }
         } else {
             context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(chunk))), promise: nil)
         }
@@ -136,7 +142,7 @@ public final class UpstreamHTTP1Connection: ChannelDuplexHandler, RemovableChann
         guard let context else { return }
         if chunked {
             var end = context.channel.allocator.buffer(capacity: 64)
-            HTTP1RequestWriter.writeLastChunk(trailers: trailers, to: &end)
+            HTTP1ResponseWriter.writeLastChunk(trailers: trailers, to: &end)
             context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(end))), promise: nil)
         } else {
             context.flush()
