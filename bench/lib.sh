@@ -108,8 +108,8 @@ build_causeway() {
     ((BUILD)) || die "causeway binary not found at $CAUSEWAY_BIN (and --no-build given)"
     [[ "$CAUSEWAY_BIN" == "$REPO_ROOT/.build/release/causeway" ]] \
         || die "causeway binary not found at $CAUSEWAY_BIN"
-    log "building causeway (swift build -c release --product causeway)"
-    swift build -c release --product causeway --package-path "$REPO_ROOT"
+    log "building causeway (scripts/build-release.sh)"
+    "$REPO_ROOT/scripts/build-release.sh"
     [[ -x "$CAUSEWAY_BIN" ]] || die "build finished but $CAUSEWAY_BIN is missing"
 }
 

@@ -67,7 +67,9 @@ public final class UpstreamHTTP1Connection: ChannelDuplexHandler, RemovableChann
     }
 
     public let id: Int
-    unowned(unsafe) let pool: HTTP1ConnectionPool
+    /// Strong: a reload can drop a pool (its upstream retired) while its connections are still
+    /// closing; each keeps the pool alive until it has reported its close.
+    let pool: HTTP1ConnectionPool
     private var context: ChannelHandlerContext?
     private var state = State.idle
     private var sink: (any UpstreamResponseSink)?

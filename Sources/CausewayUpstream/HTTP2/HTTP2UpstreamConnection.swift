@@ -14,7 +14,9 @@ public final class HTTP2UpstreamConnection: ChannelInboundHandler, NGHTTP2Sessio
     public typealias InboundIn = ByteBuffer
     public typealias OutboundOut = ByteBuffer
 
-    unowned(unsafe) let pool: HTTP2ConnectionPool
+    /// Strong: a reload can drop a pool (its upstream retired) while its connections are still
+    /// closing; each keeps the pool alive until it has reported its close.
+    let pool: HTTP2ConnectionPool
     private var session: NGHTTP2Session?
     private var context: ChannelHandlerContext?
     var streams: [Int32: HTTP2UpstreamStream] = [:]

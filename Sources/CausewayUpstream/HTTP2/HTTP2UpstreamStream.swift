@@ -9,7 +9,9 @@ import HTTPTypes
 /// as the upstream's window allows; response window is returned only as the client takes bytes.
 final class HTTP2UpstreamStream: UpstreamRequestChannel {
     var isHTTP2: Bool { true }
-    unowned(unsafe) let connection: HTTP2UpstreamConnection
+    /// Strong: a stream the caller still holds must not outlive its connection's memory (the
+    /// cycle ends when the connection drops the stream, at its close at the latest).
+    let connection: HTTP2UpstreamConnection
     var streamID: Int32 = 0
     let isReused: Bool
     var sink: (any UpstreamResponseSink)?
