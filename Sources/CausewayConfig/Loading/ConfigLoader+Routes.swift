@@ -87,8 +87,22 @@ extension GatewayConfigReader {
         return routes
     }
 
+    /// `routes[].sse`. `fanout` (one upstream subscription shared by every client) is not built
+    /// yet: `fanout: true` is refused rather than silently ignored.
+    private func readSSE(_ node: Node, _ path: String) -> SSEConfig {
+        var sse = SSEConfig()
+        guard let fields = reader.mapping(node, path, allowed: ["heartbeat", "idle_timeout", "fanout", "replay"]) else { return sse }
+        if let (n, p) = fields["heartbeat"], let value = reader.duration(n, p) { sse.heartbeat = value == .zero ? nil : value }
+        if let (n, p) = fields["idle_timeout"], let value = reader.duration(n, p) { sse.idleTimeout = value == .zero ? nil : value }
+        if let (n, p) = fields["fanout"], let value = reader.bool(n, p), value {
+            reader.fail(n, p, "fan-out event streams are not available yet; remove sse.fanout or set it to false")
+        }
+        if let (n, p) = fields["replay"] { _ = reader.int(n, p, range: 0...100_000) }
+        return sse
+    }
+
     private func readRoute(_ node: Node, _ path: String, index: Int, upstreamNames: [String]) -> RouteConfig? {
-        let allowed = ["name", "match", "upstream", "rewrite", "timeout", "max_body_size", "headers", "compression", "graphql"]
+        let allowed = ["name", "match", "upstream", "rewrite", "timeout", "max_body_size", "headers", "compression", "graphql", "sse"]
         guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
         let name = fields["name"].flatMap { reader.string($0.node, $0.path) } ?? "route-\(index)"
         let match = required(fields, "match", node) { readMatch($0, $1) }
@@ -129,6 +143,7 @@ extension GatewayConfigReader {
         }
         if let (node, path) = fields["compression"] { route.compression = readCompression(node, path) }
         if let (node, path) = fields["graphql"] { route.graphql = readGraphQL(node, path) }
+        if let (node, path) = fields["sse"] { route.sse = readSSE(node, path) }
         guard match != nil, upstream != nil else { return nil }
         return route
     }

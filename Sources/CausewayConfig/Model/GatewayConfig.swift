@@ -193,6 +193,9 @@ public struct RouteConfig: Sendable {
     public var compression: CompressionConfig?
     /// `graphql`: this route serves GraphQL (and needs no `upstream`).
     public var graphql: GraphQLRouteConfig?
+    /// `sse`: how event streams (`text/event-stream` responses) are held. Always set: every
+    /// route's event streams get the defaults.
+    public var sse = SSEConfig()
 
     public init(name: String, match: RouteMatch, upstream: String, rewritePathPrefix: String? = nil,
                 timeout: Duration? = .seconds(60), maxBodySize: Int? = 10 << 20,
@@ -205,6 +208,20 @@ public struct RouteConfig: Sendable {
         self.maxBodySize = maxBodySize
         self.requestHeaders = requestHeaders
         self.responseHeaders = responseHeaders
+    }
+}
+
+/// `routes[].sse`: once a response is an event stream, the route's `timeout` stops applying;
+/// these apply instead.
+public struct SSEConfig: Sendable, Equatable {
+    /// A `: keep-alive` comment after this much upstream silence; nil = never.
+    public var heartbeat: Duration? = .seconds(15)
+    /// No upstream bytes for this long ends the stream; nil = never (the default).
+    public var idleTimeout: Duration?
+
+    public init(heartbeat: Duration? = .seconds(15), idleTimeout: Duration? = nil) {
+        self.heartbeat = heartbeat
+        self.idleTimeout = idleTimeout
     }
 }
 

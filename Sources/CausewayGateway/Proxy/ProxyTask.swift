@@ -19,6 +19,9 @@ final class ProxyTask {
     private var upstream: UpstreamExchange?
     private var sendsBody = false
     private var bodyAttached = false
+    /// Set once the response turned out to be an event stream.
+    private var eventStream: EventStream?
+    private var eventTimer: Scheduled<Void>?
 
     /// `deadlines`: the route's timeout on this loop (nil: none).
     init(exchange: Exchange, route: CompiledRoute, cluster: UpstreamCluster, deadlines: UpstreamDeadlines?) {
@@ -88,10 +91,14 @@ extension ProxyTask: UpstreamExchangeDelegate {
     func upstreamResponseHead(_ response: HTTPResponse) {
         var response = response
         HopByHop.strip(&response.headerFields)
+        if (200..<300).contains(response.status.code), EventStream.isEventStream(response.headerFields[.contentType]) {
+            startEventStream()
+        }
         exchange.sendResponseHead(response)
     }
 
     func upstreamResponseBody(_ chunk: ByteBuffer) {
+        if eventStream != nil { eventStream!.received(chunk, now: .now()) }
         exchange.sendResponseBody(chunk)
         if !exchange.isDownstreamWritable { upstream?.setResponseDemand(false) }
     }
@@ -102,11 +109,22 @@ extension ProxyTask: UpstreamExchangeDelegate {
 
     func upstreamResponseEnd(_ trailers: HTTPFields?) {
         upstream = nil
+        stopEventStream()
         exchange.sendResponseEnd(trailers)
     }
 
     func upstreamFailed(_ failure: UpstreamFailure, responseStarted: Bool) {
         upstream = nil
+        if let eventStream, responseStarted {
+            stopEventStream()
+            // Between two events, an event stream that loses its upstream simply ends: the
+            // client reconnects with Last-Event-ID. Mid-event, it is cut (reset), never passed
+            // off as complete.
+            if eventStream.atEventBoundary {
+                exchange.sendResponseEnd()
+                return
+            }
+        }
         let error: GatewayError = switch failure.kind {
         case .timeout: .upstreamTimeout(failure.message)
         case .unavailable: .upstreamUnavailable(failure.message)
@@ -143,7 +161,53 @@ extension ProxyTask: ResponseProducer {
     func cancel() {
         let upstream = self.upstream
         self.upstream = nil
+        stopEventStream()
         upstream?.cancel()
+    }
+}
+
+// MARK: Event streams
+
+extension ProxyTask {
+    /// The route's whole-exchange timeout stops here; `sse.heartbeat` and `sse.idle_timeout`
+    /// take over, on one timer re-armed lazily.
+    private func startEventStream() {
+        upstream?.stopTimeout()
+        eventStream = EventStream(config: route.config.sse, now: .now())
+        armEventTimer()
+    }
+
+    private func armEventTimer() {
+        guard let deadline = eventStream?.nextCheck else { return }
+        eventTimer = exchange.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            eventTimer = nil
+            guard eventStream != nil else { return }
+            switch eventStream!.check(now: .now()) {
+            case .none:
+                armEventTimer()
+            case .heartbeat:
+                exchange.sendResponseBody(ByteBuffer(string: EventStream.heartbeatComment))
+                exchange.flushResponse()
+                armEventTimer()
+            case .idleTimeout:
+                let atBoundary = eventStream!.atEventBoundary
+                let upstream = self.upstream
+                self.upstream = nil
+                stopEventStream()
+                upstream?.cancel()
+                if atBoundary {
+                    exchange.sendResponseEnd()
+                } else {
+                    exchange.fail(.upstreamTimeout("upstream \"\(cluster.name)\" sent nothing within sse.idle_timeout"))
+                }
+            }
+        }
+    }
+
+    private func stopEventStream() {
+        eventTimer?.cancel()
+        eventTimer = nil
+        eventStream = nil
     }
 }
 

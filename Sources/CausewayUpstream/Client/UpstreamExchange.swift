@@ -101,6 +101,11 @@ public final class UpstreamExchange {
         fail(.init(kind: .timeout, message: timeoutMessage), outcome: .timeout)
     }
 
+    /// The exchange no longer has a deadline (an event stream began: its idle timers apply).
+    public func stopTimeout() {
+        deadlineList?.remove(self)
+    }
+
     /// The endpoint of the current attempt, for messages ("?" before one is picked).
     public var endpointLabel: String { pool?.endpoint.label ?? "?" }
 
