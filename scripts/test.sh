@@ -18,5 +18,7 @@ python3 Tests/Scripts/hostile_suite.py .build/debug/causeway
 # Reload under load (docs/operations.md): 100 reloads during 20 s of wrk, zero failed
 # requests, event streams over HTTP/1.1 and HTTP/2 open throughout, a broken config refused.
 python3 Tests/Scripts/reload_suite.py .build/debug/causeway
+# WebSocket through the gateway with Python websockets clients and upstream (docs/websocket.md).
+python3 Tests/Scripts/websocket_suite.py .build/debug/causeway
 # libFuzzer smoke run (60 s per harness; longer runs: Tests/Fuzz/run.sh 1800).
 CAUSEWAY_FUZZ_SMOKE=1 Tests/Fuzz/run.sh "${CAUSEWAY_FUZZ_SECONDS:-60}"

@@ -1,6 +1,6 @@
 /// Base64 decoding (RFC 4648 §4, and the URL alphabet of §5 that HTTP2-Settings uses), padding optional.
-enum Base64 {
-    static func decode(_ text: String) -> [UInt8]? {
+public enum Base64 {
+    public static func decode(_ text: String) -> [UInt8]? {
         var values: [UInt8] = []
         values.reserveCapacity(text.utf8.count * 3 / 4)
         var accumulator: UInt32 = 0

@@ -101,8 +101,30 @@ extension GatewayConfigReader {
         return sse
     }
 
+    /// `routes[].websocket`. `ping_interval` (the gateway pinging idle peers) is not built yet:
+    /// only 0 is accepted, so a configured interval is never silently ignored.
+    private func readWebSocket(_ node: Node, _ path: String) -> WebSocketConfig? {
+        var websocket = WebSocketConfig()
+        guard let fields = reader.mapping(node, path, allowed: ["enabled", "max_message_size", "idle_timeout", "ping_interval", "subprotocols"])
+        else { return nil }
+        if let (n, p) = fields["enabled"], let value = reader.bool(n, p) { websocket.enabled = value }
+        if let (n, p) = fields["max_message_size"], let value = reader.size(n, p) {
+            if value < 125 || value > 1 << 30 {
+                reader.fail(n, p, "must be between 125 bytes and 1GiB")
+            } else {
+                websocket.maxMessageSize = value
+            }
+        }
+        if let (n, p) = fields["idle_timeout"], let value = reader.duration(n, p) { websocket.idleTimeout = value == .zero ? nil : value }
+        if let (n, p) = fields["ping_interval"], let value = reader.duration(n, p), value != .zero {
+            reader.fail(n, p, "gateway pings are not available yet; remove websocket.ping_interval or set it to 0")
+        }
+        if let (n, p) = fields["subprotocols"], let list = reader.stringList(n, p) { websocket.subprotocols = list }
+        return websocket
+    }
+
     private func readRoute(_ node: Node, _ path: String, index: Int, upstreamNames: [String]) -> RouteConfig? {
-        let allowed = ["name", "match", "upstream", "rewrite", "timeout", "max_body_size", "headers", "compression", "graphql", "sse"]
+        let allowed = ["name", "match", "upstream", "rewrite", "timeout", "max_body_size", "headers", "compression", "graphql", "sse", "websocket"]
         guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
         let name = fields["name"].flatMap { reader.string($0.node, $0.path) } ?? "route-\(index)"
         let match = required(fields, "match", node) { readMatch($0, $1) }
@@ -144,6 +166,9 @@ extension GatewayConfigReader {
         if let (node, path) = fields["compression"] { route.compression = readCompression(node, path) }
         if let (node, path) = fields["graphql"] { route.graphql = readGraphQL(node, path) }
         if let (node, path) = fields["sse"] { route.sse = readSSE(node, path) }
+        if let (node, path) = fields["websocket"], let websocket = readWebSocket(node, path), websocket.enabled {
+            route.websocket = websocket
+        }
         guard match != nil, upstream != nil else { return nil }
         return route
     }

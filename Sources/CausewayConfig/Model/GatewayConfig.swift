@@ -196,6 +196,8 @@ public struct RouteConfig: Sendable {
     /// `sse`: how event streams (`text/event-stream` responses) are held. Always set: every
     /// route's event streams get the defaults.
     public var sse = SSEConfig()
+    /// `websocket`: nil = upgrades on this route are refused (400).
+    public var websocket: WebSocketConfig?
 
     public init(name: String, match: RouteMatch, upstream: String, rewritePathPrefix: String? = nil,
                 timeout: Duration? = .seconds(60), maxBodySize: Int? = 10 << 20,
@@ -209,6 +211,19 @@ public struct RouteConfig: Sendable {
         self.requestHeaders = requestHeaders
         self.responseHeaders = responseHeaders
     }
+}
+
+/// `routes[].websocket`: WebSocket upgrades on this route are proxied, frame by frame.
+public struct WebSocketConfig: Sendable, Equatable {
+    public var enabled = true
+    /// A larger message (all its frames) closes the tunnel with 1009 both ways.
+    public var maxMessageSize = 1 << 20
+    /// No frame either way for this long closes with 1001 both ways; nil = never.
+    public var idleTimeout: Duration? = .seconds(600)
+    /// Allowed subprotocols; empty = the client's list passes through.
+    public var subprotocols: [String] = []
+
+    public init() {}
 }
 
 /// `routes[].sse`: once a response is an event stream, the route's `timeout` stops applying;

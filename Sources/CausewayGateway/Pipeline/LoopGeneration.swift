@@ -122,6 +122,15 @@ final class LoopRoute: RequestFiltersPassed {
         exchange.attributes.timings.dispatched = .now()
         switch handler {
         case .proxy(let cluster?, _, let deadlines):
+            if WebSocketHandshake.isUpgrade(exchange.request) {
+                // Refused unless the route says so: the upstream never sees an unwanted upgrade.
+                guard let websocket = route.config.websocket else {
+                    exchange.fail(.badRequest("WebSocket upgrades are not enabled on this route"))
+                    return
+                }
+                WebSocketTunnel(exchange: exchange, route: route, cluster: cluster, config: websocket).start()
+                return
+            }
             ProxyTask(exchange: exchange, route: route, cluster: cluster, deadlines: deadlines).start()
         case .proxy(nil, let upstream, _):
             exchange.fail(.upstreamOverloaded("upstream \"\(upstream)\" is not configured"))

@@ -47,6 +47,11 @@ final class ProxyTask {
     /// The request as the upstream sees it. A client's `TE: trailers` stays (it is hop-by-hop,
     /// but HTTP/2 allows exactly that value, gRPC needs it, and HTTP/1.1 upstreams may take it).
     private func upstreamRequest() -> HTTPRequest {
+        Self.upstreamRequest(for: exchange, route: route)
+    }
+
+    /// The client's request as an upstream should see it (also what a WebSocket tunnel sends).
+    static func upstreamRequest(for exchange: Exchange, route: CompiledRoute) -> HTTPRequest {
         var request = exchange.request
         let acceptsTrailers = request.headerFields[values: .te].contains { value in
             value.split(separator: ",").contains { $0.split(separator: ";")[0].trimmingSpaces().lowercased() == "trailers" }

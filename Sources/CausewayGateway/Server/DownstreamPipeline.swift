@@ -76,13 +76,15 @@ struct DownstreamPipeline: Sendable {
             // Upgrade: h2c — the HTTP/1.1 handlers leave and nghttp2 takes over the connection.
             upgrade = { context, request, settings in
                 let sync = context.pipeline.syncOperations
-                try sync.removeHandler(context: sync.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self))
                 try sync.removeHandler(context: sync.context(handlerType: HTTP1ResponseWriter.self))
                 try sync.removeHandler(context: sync.context(handlerType: ByteArrivalObserver.self))
                 try sync.addHandler(HTTP2ServerHandler(handler: handler, configuration: http2,
                                                        upgrade: .init(request: request, settings: settings)),
                                     position: .after(context.handler))
+                // The decoder last: it forwards the bytes after the upgrade request to nghttp2.
+                let decoder = try sync.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self)
                 sync.removeHandler(context: context, promise: nil)
+                sync.removeHandler(context: decoder, promise: nil)
             }
         }
         let downstream = DownstreamHTTP1Handler(handler: handler, configuration: http1, h2cUpgrade: upgrade)
@@ -90,7 +92,7 @@ struct DownstreamPipeline: Sendable {
         // Responses are serialized by the downstream handler from HTTPFields (HTTP1ResponseWriter
         // passes the bytes); llhttp decodes requests.
         try sync.addHandler(HTTP1ResponseWriter())
-        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes,
+        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes,
                                                                     limitConfiguration: decoderLimits)))
         try sync.addHandler(downstream)
     }

@@ -323,6 +323,23 @@ public final class Exchange {
         downstream?.writeResponseEnd(trailers)
     }
 
+    /// Switches protocols: the response phase runs over `response` (a 101), the downstream
+    /// writes it and hands its connection to `install`, and the exchange is complete. False
+    /// when the downstream cannot (nothing was sent; answer otherwise).
+    public func upgrade(_ response: HTTPResponse, install: @escaping (ChannelHandlerContext) throws -> Void) -> Bool {
+        guard responseState == .pending, let downstream else { return false }
+        var response = response
+        for filter in filters.reversed() {
+            filter.filterResponseHead(&response, exchange: self)
+        }
+        guard downstream.takeOver(response, install: install) else { return false }
+        responseState = .complete
+        responseStatus = response.status
+        attributes.timings.responseStarted = .now()
+        release()
+        return true
+    }
+
     /// A whole response at once (small bodies the gateway makes itself).
     public func respond(_ response: HTTPResponse, body: ByteBuffer?) {
         var response = response

@@ -23,6 +23,14 @@ public protocol ExchangeDownstream: AnyObject {
     /// Start or stop delivering request body parts: backpressure toward the client.
     func setRequestBodyDemand(_ demand: Bool)
     var isWritable: Bool { get }
+    /// Answers with `response` (a 101) and gives the connection to `install`, which puts a
+    /// protocol of its own (WebSocket frames) where HTTP was. False when this downstream cannot
+    /// (HTTP/2 streams); nothing is written then.
+    func takeOver(_ response: HTTPResponse, install: @escaping (ChannelHandlerContext) throws -> Void) -> Bool
+}
+
+extension ExchangeDownstream {
+    public func takeOver(_ response: HTTPResponse, install: @escaping (ChannelHandlerContext) throws -> Void) -> Bool { false }
 }
 
 /// Takes the request body as it arrives (an upstream connection, a buffering handler).

@@ -221,6 +221,13 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
             pendingUpgrade = (request, settings)
             return
         }
+        if head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" }),
+            head.headers.contains(name: "upgrade")
+        {
+            // What follows an upgrade request may be another protocol's bytes (the decoder stops
+            // there): unless the connection is switched, it closes after the answer.
+            keepAlive = false
+        }
         expectContinue = head.headers.contains(name: "expect")
             && head.headers["expect"].contains { $0.lowercased() == "100-continue" }
         if expectContinue { exchange.request.headerFields[.expect] = nil }
@@ -423,6 +430,37 @@ extension DownstreamHTTP1Handler: ExchangeDownstream {
     public func abortResponse() {
         exchange = nil
         context?.close(promise: nil)
+    }
+
+    public func takeOver(_ response: HTTPResponse, install: @escaping (ChannelHandlerContext) throws -> Void) -> Bool {
+        // The request's own end part may be held (a bodyless request ended with its head); the
+        // decoder passes nothing after an upgrade request, so anything else means no switch.
+        guard let context, requestEnded,
+            held.allSatisfy({ if case .part(.end) = $0 { true } else { false } })
+        else { return false }
+        held.removeAll()
+        heldBytes = 0
+        var bytes = context.channel.allocator.buffer(capacity: 256)
+        _ = HTTP1ResponseWriter.writeHead(response, version: requestVersion, bodiless: true, connection: "Upgrade", to: &bytes)
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
+        exchange = nil
+        timerTask?.cancel()
+        timerTask = nil
+        // The HTTP handlers leave; the new protocol's handlers go in after this one. The request
+        // decoder goes last: it forwards what the client sent after its request (its first
+        // frames) to them.
+        let sync = context.pipeline.syncOperations
+        do {
+            try sync.removeHandler(context: sync.context(handlerType: HTTP1ResponseWriter.self))
+            try sync.removeHandler(context: sync.context(handlerType: ByteArrivalObserver.self))
+            try install(context)
+            let decoder = try sync.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            sync.removeHandler(context: context, promise: nil)
+            sync.removeHandler(context: decoder, promise: nil)
+        } catch {
+            context.close(promise: nil)
+        }
+        return true
     }
 
     public func setRequestBodyDemand(_ demand: Bool) {

@@ -114,6 +114,8 @@ public struct EndpointStats: Sendable, Equatable {
 public final class UpstreamCluster {
     public let name: String
     public let pools: [any UpstreamPool]
+    /// Connect timeout and the rest, for connections made outside the pools (tunnels).
+    public let poolConfig: PoolConfig
     private var balancer: WeightedRoundRobin
     /// Indexed like `pools`.
     public private(set) var stats: [EndpointStats]
@@ -128,6 +130,7 @@ public final class UpstreamCluster {
     public init(name: String, endpoints: [UpstreamEndpoint], protocol: UpstreamProtocol, pool: PoolConfig,
                 eventLoop: any EventLoop) {
         self.name = name
+        self.poolConfig = pool
         self.pools = endpoints.map { endpoint -> any UpstreamPool in
             switch `protocol` {
             case .http1: HTTP1ConnectionPool(endpoint: endpoint, config: pool, eventLoop: eventLoop)

@@ -6,11 +6,13 @@ import NIOHTTP1
 /// response head. As a channel handler it sits under the response decoder: request parts
 /// arrive pre-encoded as body bytes; the header-less head part (there only so the decoder
 /// knows a HEAD request's response has no body) and the end part are dropped.
-final class HTTP1RequestWriter: ChannelOutboundHandler, RemovableChannelHandler {
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = ByteBuffer
+public final class HTTP1RequestWriter: ChannelOutboundHandler, RemovableChannelHandler {
+    public typealias OutboundIn = HTTPClientRequestPart
+    public typealias OutboundOut = ByteBuffer
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    public init() {}
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .body(.byteBuffer(let bytes)):
             context.write(wrapOutboundOut(bytes), promise: promise)
@@ -20,7 +22,7 @@ final class HTTP1RequestWriter: ChannelOutboundHandler, RemovableChannelHandler 
     }
 
     /// `METHOD path HTTP/1.1`, `Host`, the fields, then the framing the gateway chose.
-    static func writeHead(_ request: HTTPRequest, bodyLength: Int?, to buffer: inout ByteBuffer) {
+    public static func writeHead(_ request: HTTPRequest, bodyLength: Int?, to buffer: inout ByteBuffer) {
         buffer.writeString(request.method.rawValue)
         buffer.writeInteger(UInt8(ascii: " "))
         buffer.writeString(request.path ?? "/")
@@ -52,7 +54,7 @@ final class HTTP1RequestWriter: ChannelOutboundHandler, RemovableChannelHandler 
     }
 
     /// The decoded head as the pipeline's one header type.
-    static func response(_ head: HTTPResponseHead) -> HTTPResponse {
+    public static func response(_ head: HTTPResponseHead) -> HTTPResponse {
         HTTPResponse(status: .init(code: Int(head.status.code)), headerFields: fields(head.headers))
     }
 

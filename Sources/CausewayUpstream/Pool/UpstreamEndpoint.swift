@@ -37,7 +37,7 @@ extension UpstreamEndpoint {
     /// the handshake within another `connect_timeout`, with ALPN checked. `initialize` adds the
     /// protocol handlers. The future completes when the connection can carry requests, so a
     /// handshake failure is a connect failure with OpenSSL's reason, not a broken request.
-    func connect(on eventLoop: any EventLoop, config: PoolConfig,
+    public func connect(on eventLoop: any EventLoop, config: PoolConfig,
                  initialize: @escaping @Sendable (any Channel) throws -> Void) -> EventLoopFuture<any Channel> {
         let tls = self.tls
         let timeout = TimeAmount(config.connectTimeout)

@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""WebSocket through the gateway, end to end, with Python `websockets` clients and upstream
+(docs/websocket.md).
+
+Usage: websocket_suite.py path/to/causeway
+
+Starts a `websockets` upstream (paths: /echo, /hold, /die, /proto, /stat?id=X), the gateway
+with WebSocket routes (ws and wss), and checks: echo both ways over HTTP/1.1 and TLS, frames
+sent with the handshake, message size limits (one frame, and across fragments) -> 1009 both
+ways, idle -> 1001, upstream gone -> 1011, client gone -> 1001 upstream, subprotocol filtering,
+unmasked client frames -> 1002, bad handshakes (400, 426), and upgrades on a route without
+`websocket` refused before the upstream. Prints one line per check and 'N passed, N failed'.
+"""
+import asyncio, base64, json, os, signal, socket, ssl, struct, subprocess, sys, tempfile, threading, time
+
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
+
+CAUSEWAY = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else ".build/debug/causeway")
+results = []
+CLOSES = {}
+HANDSHAKES = {"count": 0}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Upstream
+
+async def handler(ws):
+    path, _, query = ws.request.path.partition("?")
+    name = path.rsplit("/", 1)[-1]
+    params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+    try:
+        if name == "echo":
+            async for message in ws:
+                await ws.send(message)
+        elif name == "hold":
+            await asyncio.sleep(30)
+        elif name == "die":
+            await asyncio.sleep(0.3)  # after the switch: mid-session
+            ws.transport.abort()
+        elif name == "proto":
+            await ws.send(json.dumps({"chosen": ws.subprotocol,
+                                      "offered": ws.request.headers.get("Sec-WebSocket-Protocol")}))
+            async for message in ws:
+                pass
+        elif name == "stat":
+            await ws.send(json.dumps(CLOSES.get(params.get("id"))))
+    except ConnectionClosed:
+        pass
+    finally:
+        if "id" in params and name != "stat":
+            CLOSES[params["id"]] = ws.close_code
+
+
+def count_handshake(connection, request):
+    HANDSHAKES["count"] += 1
+    return None
+
+
+def choose_protocol(connection, offered):
+    return offered[0] if offered else None
+
+
+def start_upstream():
+    ready = threading.Event()
+    holder = {}
+
+    def run():
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+
+        async def main():
+            server = await serve(handler, "127.0.0.1", 0, process_request=count_handshake, compression=None,
+                                 select_subprotocol=choose_protocol, max_size=8 << 20, ping_interval=None)
+            holder["port"] = list(server.sockets)[0].getsockname()[1]
+            ready.set()
+            await asyncio.Future()
+
+        loop.run_until_complete(main())
+
+    threading.Thread(target=run, daemon=True).start()
+    ready.wait()
+    return holder["port"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+
+def check(name, ok, detail=""):
+    results.append(ok)
+    print(("PASS " if ok else "FAIL ") + name + (f"  ({detail})" if detail else ""), flush=True)
+
+
+async def expect_close(ws, code, within=5.0):
+    try:
+        await asyncio.wait_for(ws.recv(), within)
+        return False, "got a message instead of a close"
+    except ConnectionClosed as closed:
+        got = closed.rcvd.code if closed.rcvd else None
+        return got == code, f"close {got}"
+    except asyncio.TimeoutError:
+        return False, "no close"
+
+
+async def upstream_close(base, cid):
+    for _ in range(40):
+        async with connect(f"{base}/ws/stat?id={cid}", compression=None) as ws:
+            code = json.loads(await ws.recv())
+        if code is not None:
+            return code
+        await asyncio.sleep(0.05)
+    return None
+
+
+def raw_upgrade(port, path, headers, extra=b""):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    sock.sendall(request.encode() + extra)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return sock, data
+
+
+def frame(opcode, payload, masked=True):
+    head = bytes([0x80 | opcode])
+    length = len(payload)
+    mask_bit = 0x80 if masked else 0
+    head += bytes([mask_bit | length]) if length < 126 else bytes([mask_bit | 126]) + struct.pack(">H", length)
+    if not masked:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def read_frame(sock, data=b""):
+    while len(data) < 2:
+        data += sock.recv(65536)
+    length = data[1] & 0x7F
+    offset = 2
+    if length == 126:
+        while len(data) < 4:
+            data += sock.recv(65536)
+        length = struct.unpack(">H", data[2:4])[0]
+        offset = 4
+    while len(data) < offset + length:
+        data += sock.recv(65536)
+    return data[0] & 0x0F, data[offset:offset + length]
+
+
+KEY_HEADERS = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()}
+
+
+async def run_checks(port, tls_port, upstream_port, cafile):
+    base = f"ws://127.0.0.1:{port}"
+    context = ssl.create_default_context(cafile=cafile)
+    context.check_hostname = False
+
+    for name, url, kw in [("ws", base, {}), ("wss", f"wss://127.0.0.1:{tls_port}", {"ssl": context})]:
+        async with connect(f"{url}/ws/echo", compression=None, max_size=8 << 20, **kw) as ws:
+            await ws.send("hello")
+            text = await ws.recv()
+            await ws.send(b"\x00\x01" * 30000)
+            binary = await ws.recv()
+        check(f"{name}: text and 60 KB binary echoed", text == "hello" and binary == b"\x00\x01" * 30000)
+
+    # A frame that arrives in the same packet as the handshake reaches the upstream.
+    sock, answer = raw_upgrade(port, "/ws/echo", KEY_HEADERS, extra=frame(1, b"early"))
+    status_ok = answer.startswith(b"HTTP/1.1 101")
+    accept_ok = base64.b64encode(__import__("hashlib").sha1((KEY_HEADERS["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()) in answer
+    opcode, payload = read_frame(sock, answer.split(b"\r\n\r\n", 1)[1])
+    check("frame sent with the handshake is echoed; 101 with the right Sec-WebSocket-Accept",
+          status_ok and accept_ok and opcode == 1 and payload == b"early", f"{answer[:40]!r} {payload!r}")
+    # An unmasked client frame is a protocol error: close 1002.
+    sock.sendall(frame(1, b"bare", masked=False))
+    opcode, payload = read_frame(sock)
+    code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
+    check("unmasked client frame -> close 1002", opcode == 8 and code == 1002, f"opcode {opcode} code {code}")
+    sock.close()
+
+    # Message size: 64 KiB on /ws/.
+    async with connect(f"{base}/ws/echo?id=big", compression=None, max_size=8 << 20) as ws:
+        await ws.send(b"x" * 100_000)
+        ok, detail = await expect_close(ws, 1009)
+    upstream = await upstream_close(base, "big")
+    check("a 100 KB frame (limit 64 KiB) -> 1009 to the client and the upstream", ok and upstream == 1009,
+          f"{detail}, upstream {upstream}")
+    async with connect(f"{base}/ws/echo?id=frag", compression=None, max_size=8 << 20) as ws:
+        await ws.send(["y" * 30_000, "y" * 30_000, "y" * 30_000])
+        ok, detail = await expect_close(ws, 1009)
+    upstream = await upstream_close(base, "frag")
+    check("3 fragments of 30 KB (limit 64 KiB per message) -> 1009 both ways", ok and upstream == 1009,
+          f"{detail}, upstream {upstream}")
+
+    # Idle: 1 s on /idle/.
+    started = time.monotonic()
+    async with connect(f"{base}/idle/hold", compression=None) as ws:
+        ok, detail = await expect_close(ws, 1001, within=4)
+    check("no frame for idle_timeout -> close 1001", ok and time.monotonic() - started < 3, f"{detail}")
+
+    # The upstream dies: the client hears 1011.
+    async with connect(f"{base}/ws/die", compression=None) as ws:
+        ok, detail = await expect_close(ws, 1011)
+    check("upstream connection lost -> close 1011 to the client", ok, detail)
+
+    # The client dies: the upstream hears 1001.
+    ws = await connect(f"{base}/ws/echo?id=gone", compression=None)
+    await ws.send("x")
+    await ws.recv()
+    ws.transport.abort()
+    upstream = await upstream_close(base, "gone")
+    check("client connection lost -> close 1001 to the upstream", upstream == 1001, f"upstream {upstream}")
+
+    # Subprotocols: /proto/ allows chat.v1 only.
+    async with connect(f"{base}/proto/proto", compression=None, subprotocols=["evil", "chat.v1"]) as ws:
+        info = json.loads(await ws.recv())
+        chosen = ws.subprotocol
+    check("subprotocols filtered by the route's list", info["offered"] == "chat.v1" and chosen == "chat.v1", f"{info}")
+
+    # Bad handshakes and routes without websocket: answered by the gateway, never upstream.
+    before = HANDSHAKES["count"]
+    sock, answer = raw_upgrade(port, "/plain/echo", KEY_HEADERS)
+    sock.close()
+    check("upgrade on a route without websocket -> 400", answer.startswith(b"HTTP/1.1 400"), f"{answer[:40]!r}")
+    sock, answer = raw_upgrade(port, "/ws/echo", dict(KEY_HEADERS, **{"Sec-WebSocket-Version": "8"}))
+    sock.close()
+    check("version 8 -> 426 with Sec-WebSocket-Version: 13",
+          answer.startswith(b"HTTP/1.1 426") and b"sec-websocket-version: 13" in answer.lower(), f"{answer[:60]!r}")
+    sock, answer = raw_upgrade(port, "/ws/echo", dict(KEY_HEADERS, **{"Sec-WebSocket-Key": "c2hvcnQ="}))
+    sock.close()
+    check("a key that is not 16 bytes -> 400", answer.startswith(b"HTTP/1.1 400"), f"{answer[:40]!r}")
+    check("none of those reached the upstream", HANDSHAKES["count"] == before, f"{HANDSHAKES['count'] - before} did")
+
+
+def main():
+    upstream_port = start_upstream()
+    port, tls_port, admin = free_port(), free_port(), free_port()
+    tmp = tempfile.mkdtemp(prefix="causeway-ws-")
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    config = os.path.join(tmp, "causeway.yaml")
+    with open(config, "w") as f:
+        f.write(f"""
+server: {{workers: 2, drain_timeout: 2s, admin: {{address: "127.0.0.1:{admin}"}}}}
+listeners:
+  - {{name: plain, address: "127.0.0.1:{port}", protocols: [http1, h2c]}}
+  - {{name: tls, address: "127.0.0.1:{tls_port}", protocols: [http1], tls: {{certificates: [{{cert: "{cert}", key: "{key}"}}]}}}}
+upstreams:
+  ws: {{endpoints: [{{address: "127.0.0.1:{upstream_port}"}}]}}
+routes:
+  - {{name: ws, match: {{path_prefix: /ws/}}, upstream: ws, websocket: {{max_message_size: 64KiB, idle_timeout: 10s}}}}
+  - {{name: idle, match: {{path_prefix: /idle/}}, upstream: ws, websocket: {{idle_timeout: 1s}}}}
+  - {{name: proto, match: {{path_prefix: /proto/}}, upstream: ws, websocket: {{subprotocols: [chat.v1]}}}}
+  - {{name: plain, match: {{path_prefix: /plain/}}, upstream: ws}}
+""")
+    log = open(os.path.join(tmp, "gateway.log"), "w")
+    gateway = subprocess.Popen([CAUSEWAY, "run", "-c", config], stdout=log, stderr=log)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        asyncio.run(run_checks(port, tls_port, upstream_port, cert))
+        check("gateway still running", gateway.poll() is None)
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        try:
+            gateway.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+    failed = results.count(False)
+    print(f"websocket: {len(results) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
