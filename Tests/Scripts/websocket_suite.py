@@ -189,6 +189,44 @@ async def run_checks(port, tls_port, upstream_port, cafile):
     check("unmasked client frame -> close 1002", opcode == 8 and code == 1002, f"opcode {opcode} code {code}")
     sock.close()
 
+    # Text must be UTF-8, across fragments: 1007.
+    sock, answer = raw_upgrade(port, "/ws/echo?id=utf", KEY_HEADERS)
+    sock.sendall(frame(1, "é".encode()[:1], masked=True))  # a lone lead byte, message ends
+    opcode, payload = read_frame(sock, answer.split(b"\r\n\r\n", 1)[1])
+    code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
+    sock.close()
+    upstream = await upstream_close(base, "utf")
+    check("invalid UTF-8 in a text message -> 1007 to both sides", opcode == 8 and code == 1007 and upstream == 1007,
+          f"opcode {opcode} code {code}, upstream {upstream}")
+
+    # Pings: every 500 ms of silence on /ping/. A client that answers stays; one that does not
+    # is dropped and the upstream hears 1001.
+    async with connect(f"{base}/ping/hold", compression=None) as ws:
+        try:
+            await asyncio.wait_for(ws.recv(), 1.8)
+            stayed = False
+        except asyncio.TimeoutError:
+            stayed = True
+    check("a client that answers the gateway's pings stays connected", stayed)
+    sock, answer = raw_upgrade(port, "/ping/echo?id=mute", KEY_HEADERS)
+    started = time.monotonic()
+    opcode, payload = read_frame(sock, answer.split(b"\r\n\r\n", 1)[1])
+    pinged = opcode == 9 and time.monotonic() - started < 1.0
+    sock.settimeout(3)
+    dropped = False
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                dropped = True
+                break
+    except (socket.timeout, ConnectionResetError):
+        dropped = not isinstance(sys.exc_info()[1], socket.timeout)
+    sock.close()
+    upstream = await upstream_close(base, "mute")
+    check("a client that ignores pings is dropped; the upstream hears 1001", pinged and dropped and upstream == 1001,
+          f"pinged {pinged}, dropped {dropped}, upstream {upstream}")
+
     # Message size: 64 KiB on /ws/.
     async with connect(f"{base}/ws/echo?id=big", compression=None, max_size=8 << 20) as ws:
         await ws.send(b"x" * 100_000)
@@ -243,6 +281,18 @@ async def run_checks(port, tls_port, upstream_port, cafile):
     check("none of those reached the upstream", HANDSHAKES["count"] == before, f"{HANDSHAKES['count'] - before} did")
 
 
+async def drain_check(port, gateway):
+    """SIGTERM with a tunnel open: the client gets close 1001 before the drain ends (2 s)."""
+    async with connect(f"ws://127.0.0.1:{port}/ws/echo", compression=None, ping_interval=None) as ws:
+        await ws.send("x")
+        await ws.recv()
+        started = time.monotonic()
+        gateway.send_signal(signal.SIGTERM)
+        ok, detail = await expect_close(ws, 1001, within=4)
+    check("SIGTERM: an open WebSocket gets close 1001 before drain_timeout", ok and time.monotonic() - started < 2.2,
+          f"{detail} after {time.monotonic() - started:.2f} s")
+
+
 def main():
     upstream_port = start_upstream()
     port, tls_port, admin = free_port(), free_port(), free_port()
@@ -263,6 +313,7 @@ routes:
   - {{name: ws, match: {{path_prefix: /ws/}}, upstream: ws, websocket: {{max_message_size: 64KiB, idle_timeout: 10s}}}}
   - {{name: idle, match: {{path_prefix: /idle/}}, upstream: ws, websocket: {{idle_timeout: 1s}}}}
   - {{name: proto, match: {{path_prefix: /proto/}}, upstream: ws, websocket: {{subprotocols: [chat.v1]}}}}
+  - {{name: ping, match: {{path_prefix: /ping/}}, upstream: ws, websocket: {{ping_interval: 500ms}}}}
   - {{name: plain, match: {{path_prefix: /plain/}}, upstream: ws}}
 """)
     log = open(os.path.join(tmp, "gateway.log"), "w")
@@ -276,8 +327,10 @@ routes:
                 time.sleep(0.1)
         asyncio.run(run_checks(port, tls_port, upstream_port, cert))
         check("gateway still running", gateway.poll() is None)
+        asyncio.run(drain_check(port, gateway))
     finally:
-        gateway.send_signal(signal.SIGTERM)
+        if gateway.poll() is None:
+            gateway.send_signal(signal.SIGTERM)
         try:
             gateway.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -101,8 +101,7 @@ extension GatewayConfigReader {
         return sse
     }
 
-    /// `routes[].websocket`. `ping_interval` (the gateway pinging idle peers) is not built yet:
-    /// only 0 is accepted, so a configured interval is never silently ignored.
+    /// `routes[].websocket`.
     private func readWebSocket(_ node: Node, _ path: String) -> WebSocketConfig? {
         var websocket = WebSocketConfig()
         guard let fields = reader.mapping(node, path, allowed: ["enabled", "max_message_size", "idle_timeout", "ping_interval", "subprotocols"])
@@ -116,9 +115,7 @@ extension GatewayConfigReader {
             }
         }
         if let (n, p) = fields["idle_timeout"], let value = reader.duration(n, p) { websocket.idleTimeout = value == .zero ? nil : value }
-        if let (n, p) = fields["ping_interval"], let value = reader.duration(n, p), value != .zero {
-            reader.fail(n, p, "gateway pings are not available yet; remove websocket.ping_interval or set it to 0")
-        }
+        if let (n, p) = fields["ping_interval"], let value = reader.duration(n, p) { websocket.pingInterval = value == .zero ? nil : value }
         if let (n, p) = fields["subprotocols"], let list = reader.stringList(n, p) { websocket.subprotocols = list }
         return websocket
     }

@@ -220,6 +220,9 @@ public struct WebSocketConfig: Sendable, Equatable {
     public var maxMessageSize = 1 << 20
     /// No frame either way for this long closes with 1001 both ways; nil = never.
     public var idleTimeout: Duration? = .seconds(600)
+    /// A side silent this long gets a ping from the gateway; no pong by the next one drops it.
+    /// nil = never.
+    public var pingInterval: Duration? = .seconds(30)
     /// Allowed subprotocols; empty = the client's list passes through.
     public var subprotocols: [String] = []
 

@@ -57,7 +57,10 @@ final class LoopGeneration: RequestFiltersPassed {
             }
         }
         self.clusters = clusters
-        self.routes = snapshot.plans.map { LoopRoute(plan: $0, globalFilters: globalFilters, clusters: clusters, eventLoop: eventLoop) }
+        let drainTimeout = TimeAmount(snapshot.config.server.drainTimeout)
+        self.routes = snapshot.plans.map {
+            LoopRoute(plan: $0, globalFilters: globalFilters, clusters: clusters, drainTimeout: drainTimeout, eventLoop: eventLoop)
+        }
     }
 
     /// The global filters passed: choose the route, then run its own filters.
@@ -89,8 +92,13 @@ final class LoopRoute: RequestFiltersPassed {
     private let ownFiltersStart: Int
     let handler: Handler
 
-    init(plan: RoutePlan, globalFilters: [any HTTPFilter], clusters: [String: UpstreamCluster], eventLoop: any EventLoop) {
+    /// For tunnels, which close themselves just before a drain ends.
+    private let drainTimeout: TimeAmount
+
+    init(plan: RoutePlan, globalFilters: [any HTTPFilter], clusters: [String: UpstreamCluster], drainTimeout: TimeAmount,
+         eventLoop: any EventLoop) {
         route = plan.route
+        self.drainTimeout = drainTimeout
         filters = globalFilters + plan.filters.map { $0.makeFilter(on: eventLoop) }
         ownFiltersStart = globalFilters.count
         switch plan.handler {
@@ -128,7 +136,8 @@ final class LoopRoute: RequestFiltersPassed {
                     exchange.fail(.badRequest("WebSocket upgrades are not enabled on this route"))
                     return
                 }
-                WebSocketTunnel(exchange: exchange, route: route, cluster: cluster, config: websocket).start()
+                WebSocketTunnel(exchange: exchange, route: route, cluster: cluster, config: websocket,
+                                drainTimeout: drainTimeout).start()
                 return
             }
             ProxyTask(exchange: exchange, route: route, cluster: cluster, deadlines: deadlines).start()

@@ -9,7 +9,11 @@ import NIOWebSocket
 /// - client frames must be masked and upstream frames must not be (1002 otherwise);
 /// - a message larger than `max_message_size`, across its fragments, closes both sides with
 ///   1009; a single frame larger than that is refused by the decoder before it is buffered;
+/// - text messages must be UTF-8 (1007), checked across fragments (compressed ones, RSV1, pass);
 /// - no frame either way for `idle_timeout` closes both sides with 1001;
+/// - a side silent for `ping_interval` gets a ping; one that has not answered by the next tick
+///   is dropped without a close (1006, abnormal) and the other side gets 1001;
+/// - a drain (SIGTERM) closes the tunnel with 1001 to both sides just before `drain_timeout`;
 /// - a side that goes away gets its peer a close: 1001 to the upstream when the client left,
 ///   1011 to the client when the upstream failed; a close frame is passed on, then both close;
 /// - a full peer stops reads on the other side (backpressure), so memory stays bounded.
@@ -22,7 +26,16 @@ final class WebSocketSession {
     }
 
     private let config: WebSocketConfig
+    private let drainTimeout: TimeAmount
     private let eventLoop: any EventLoop
+    private var utf8: [Side: UTF8Validator] = [:]
+    /// The current message of a side is text and must be checked.
+    private var checkingText: [Side: Bool] = [:]
+    private var lastHeard: [Side: NIODeadline] = [:]
+    private var pingOutstanding: Set<Side> = []
+    private var pingTimer: Scheduled<Void>?
+    private var drainTimer: Scheduled<Void>?
+    static let pingPayload = ByteBuffer(string: "causeway")
     private var relays: [Side: WebSocketRelay] = [:]
     /// Frames for a side whose relay is not installed yet (the first frames of the switch).
     private var pending: [Side: [WebSocketFrame]] = [:]
@@ -32,10 +45,14 @@ final class WebSocketSession {
     private var lastFrame = NIODeadline.now()
     private var idleTimer: Scheduled<Void>?
 
-    init(config: WebSocketConfig, eventLoop: any EventLoop) {
+    init(config: WebSocketConfig, drainTimeout: TimeAmount, eventLoop: any EventLoop) {
         self.config = config
+        self.drainTimeout = drainTimeout
         self.eventLoop = eventLoop
+        let now = NIODeadline.now()
+        lastHeard = [.client: now, .upstream: now]
         armIdleTimer()
+        armPingTimer()
     }
 
     func attach(_ relay: WebSocketRelay) {
@@ -49,6 +66,7 @@ final class WebSocketSession {
     func received(_ frame: WebSocketFrame, from side: Side) {
         guard !closed else { return }
         lastFrame = .now()
+        lastHeard[side] = lastFrame
         switch side {
         case .client where frame.maskKey == nil:
             return fail(code: .protocolError, reason: "client frames must be masked")
@@ -63,9 +81,23 @@ final class WebSocketSession {
             if messageBytes[side, default: 0] > config.maxMessageSize {
                 return fail(code: .messageTooLarge, reason: "message larger than \(config.maxMessageSize) bytes")
             }
+            if frame.opcode != .continuation {
+                // Compressed text (permessage-deflate sets RSV1) is checked by the endpoints.
+                checkingText[side] = frame.opcode == .text && !frame.rsv1
+                utf8[side] = UTF8Validator()
+            }
+            if checkingText[side] == true {
+                let payload = side == .client ? frame.unmaskedData : frame.data
+                if !utf8[side, default: UTF8Validator()].feed(payload) || (frame.fin && !utf8[side]!.isComplete) {
+                    return fail(code: .dataInconsistentWithMessage, reason: "text message is not valid UTF-8")
+                }
+            }
             if frame.fin { messageBytes[side] = 0 }
         case .connectionClose:
             closeSeen.insert(side)
+        case .pong where pingOutstanding.contains(side) && frame.unmaskedData == Self.pingPayload:
+            pingOutstanding.remove(side)  // the answer to the gateway's own ping: not passed on
+            return
         default:
             break
         }
@@ -148,9 +180,58 @@ final class WebSocketSession {
         closed = true
         idleTimer?.cancel()
         idleTimer = nil
+        pingTimer?.cancel()
+        pingTimer = nil
+        drainTimer?.cancel()
+        drainTimer = nil
         for relay in relays.values { relay.closeAfterFlush() }
         relays = [:]
         pending = [:]
+    }
+
+    // MARK: Drain
+
+    /// The gateway is draining: tunnels get until just before `drain_timeout`, then a close
+    /// 1001 to both sides (never a bare reset when the process ends).
+    func drain() {
+        guard !closed, drainTimer == nil else { return }
+        let grace = max(drainTimeout - .milliseconds(500), .zero)
+        drainTimer = eventLoop.assumeIsolated().scheduleTask(in: grace) { [self] in
+            drainTimer = nil
+            fail(code: .goingAway, reason: "the gateway is shutting down")
+        }
+    }
+
+    // MARK: Pings
+
+    private func armPingTimer() {
+        guard let interval = config.pingInterval.map(TimeAmount.init) else { return }
+        pingTimer = eventLoop.assumeIsolated().scheduleTask(in: interval) { [self] in
+            pingTimer = nil
+            guard !closed else { return }
+            let now = NIODeadline.now()
+            for side in [Side.client, .upstream] {
+                if pingOutstanding.contains(side) {
+                    // No pong for a whole interval: that side is gone. Dropped without a close
+                    // (1006, abnormal); the other side hears "going away".
+                    return lost(side)
+                }
+                if now - lastHeard[side, default: now] >= interval, let relay = relays[side] {
+                    pingOutstanding.insert(side)
+                    relay.write(WebSocketFrame(fin: true, opcode: .ping, maskKey: side == .upstream ? .random() : nil,
+                                               data: Self.pingPayload))
+                }
+            }
+            armPingTimer()
+        }
+    }
+
+    private func lost(_ side: Side) {
+        guard !closed else { return }
+        let dead = relays.removeValue(forKey: side)
+        sendClose(code: .goingAway, reason: "peer did not answer pings", to: side.other)
+        closeBoth()
+        dead?.closeAfterFlush()
     }
 
     // MARK: Idle
@@ -166,6 +247,39 @@ final class WebSocketSession {
                 armIdleTimer()
             }
         }
+    }
+}
+
+/// Incremental UTF-8 check (RFC 3629: no overlongs, no surrogates, nothing past U+10FFFF),
+/// fed a message's fragments in order.
+struct UTF8Validator {
+    private var needed = 0
+    private var lower: UInt8 = 0x80
+    private var upper: UInt8 = 0xBF
+
+    var isComplete: Bool { needed == 0 }
+
+    mutating func feed(_ bytes: ByteBuffer) -> Bool {
+        for byte in bytes.readableBytesView {
+            if needed == 0 {
+                switch byte {
+                case 0x00...0x7F: continue
+                case 0xC2...0xDF: needed = 1
+                case 0xE0: (needed, lower) = (2, 0xA0)
+                case 0xE1...0xEC, 0xEE...0xEF: needed = 2
+                case 0xED: (needed, upper) = (2, 0x9F)
+                case 0xF0: (needed, lower) = (3, 0x90)
+                case 0xF1...0xF3: needed = 3
+                case 0xF4: (needed, upper) = (3, 0x8F)
+                default: return false
+                }
+            } else {
+                guard byte >= lower && byte <= upper else { return false }
+                (lower, upper) = (0x80, 0xBF)
+                needed -= 1
+            }
+        }
+        return true
     }
 }
 
@@ -247,6 +361,11 @@ final class WebSocketRelay: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         session.protocolError(error, from: side)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent { session.drain() }
+        context.fireUserInboundEventTriggered(event)
     }
 }
 

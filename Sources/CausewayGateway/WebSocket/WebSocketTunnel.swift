@@ -20,15 +20,17 @@ final class WebSocketTunnel: ResponseProducer {
     private let route: CompiledRoute
     private let cluster: UpstreamCluster
     private let config: WebSocketConfig
+    private let drainTimeout: TimeAmount
     private var upstreamChannel: (any Channel)?
     private var finished = false
     private var offered: [String] = []
 
-    init(exchange: Exchange, route: CompiledRoute, cluster: UpstreamCluster, config: WebSocketConfig) {
+    init(exchange: Exchange, route: CompiledRoute, cluster: UpstreamCluster, config: WebSocketConfig, drainTimeout: TimeAmount) {
         self.exchange = exchange
         self.route = route
         self.cluster = cluster
         self.config = config
+        self.drainTimeout = drainTimeout
     }
 
     func start() {
@@ -116,7 +118,7 @@ final class WebSocketTunnel: ResponseProducer {
         if let extensions = head.headers["sec-websocket-extensions"].first {
             response.headerFields[WebSocketHandshake.extensions] = extensions  // permessage-deflate: end to end
         }
-        let session = WebSocketSession(config: config, eventLoop: exchange.eventLoop)
+        let session = WebSocketSession(config: config, drainTimeout: drainTimeout, eventLoop: exchange.eventLoop)
         let maxFrame = config.maxMessageSize
         finished = true
         exchange.responseProducer = nil
