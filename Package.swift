@@ -86,7 +86,7 @@ let package = Package(
             ],
             swiftSettings: releaseSettings
         ),
-        .target(name: "CausewayDemo", dependencies: nio),
+        .target(name: "CausewayDemo", dependencies: nio + [.product(name: "NIOWebSocket", package: "swift-nio")]),
         .executableTarget(
             name: "causeway",
             dependencies: [

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CausewayConfig
 import CausewayDemo
+import NIOCore
 import CausewayGateway
 import Logging
 import NIOPosix
@@ -33,12 +34,15 @@ struct Demo: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let services: DemoServices
+        let realtime: any Channel
         do {
             services = try await DemoServices.start(on: MultiThreadedEventLoopGroup.singleton.next())
+            realtime = try await RealtimeService.start(on: MultiThreadedEventLoopGroup.singleton.next())
         } catch {
-            printError("causeway demo: cannot start the demo services on 127.0.0.1:3002/3003: \(error)")
+            printError("causeway demo: cannot start the demo services on 127.0.0.1:3002/3003/3004: \(error)")
             throw ExitCode(1)
         }
+        defer { realtime.close(promise: nil) }
         try await serve(loaded, configPath: config, logger: logger) { server in
             let port = server.listenerAddresses["public"]?.port ?? 8080
             let tlsPort = server.listenerAddresses["public-tls"]?.port ?? 8443
@@ -47,7 +51,8 @@ struct Demo: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data("""
 
             Causeway demo is running: gateway on http://localhost:\(port) and https://localhost:\(tlsPort)
-            (self-signed certificate in config/certs), users service on :3002, orders on :3003.
+            (self-signed certificate in config/certs), users service on :3002, orders on :3003,
+            ticks and echo on :3004.
             Try, in another terminal:
 
               curl -i http://localhost:\(port)/api/v1/users
@@ -58,6 +63,8 @@ struct Demo: AsyncParsableCommand {
               curl -si --compressed http://localhost:\(port)/api/v1/users | grep -i content-encoding   # br, streamed
               curl -s http://localhost:\(port)/graphql -H 'content-type: application/json' -d '{"query":"{ users(limit: 3) { name orders { item total } } }"}'   # GraphQL, 2 REST calls
               curl -i --cacert config/certs/localhost.crt https://localhost:\(tlsPort)/api/v1/users   # h2 over TLS
+              curl -N http://localhost:\(port)/events/ticks                       # an event stream, one tick a second
+              python3 -m websockets ws://localhost:\(port)/ws/echo                # a WebSocket echo (pip install websockets)
               curl -i http://localhost:\(port)/api/v1/nothing-here        # 404 with a JSON error and request id
               curl -i -X DELETE http://localhost:\(port)/api/v1/users/1   # 405 with Allow
               curl -i http://\(admin)/ready
