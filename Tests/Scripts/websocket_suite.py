@@ -280,6 +280,14 @@ async def run_checks(port, tls_port, upstream_port, cafile):
     check("a key that is not 16 bytes -> 400", answer.startswith(b"HTTP/1.1 400"), f"{answer[:40]!r}")
     check("none of those reached the upstream", HANDSHAKES["count"] == before, f"{HANDSHAKES['count'] - before} did")
 
+    # An upstream that never answers the upgrade: 504 at the route's timeout (1 s).
+    started = time.monotonic()
+    sock, answer = raw_upgrade(port, "/silent/x", KEY_HEADERS)
+    sock.close()
+    took = time.monotonic() - started
+    check("an upstream silent after connect -> 504 at the route timeout", answer.startswith(b"HTTP/1.1 504") and took < 3,
+          f"{answer[:30]!r} after {took:.1f} s")
+
 
 async def drain_check(port, gateway):
     """SIGTERM with a tunnel open: the client gets close 1001 before the drain ends (2 s)."""
@@ -295,6 +303,11 @@ async def drain_check(port, gateway):
 
 def main():
     upstream_port = start_upstream()
+    # An upstream that accepts connections and never answers.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    silent_port = silent.getsockname()[1]
     port, tls_port, admin = free_port(), free_port(), free_port()
     tmp = tempfile.mkdtemp(prefix="causeway-ws-")
     cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
@@ -309,7 +322,9 @@ listeners:
   - {{name: tls, address: "127.0.0.1:{tls_port}", protocols: [http1], tls: {{certificates: [{{cert: "{cert}", key: "{key}"}}]}}}}
 upstreams:
   ws: {{endpoints: [{{address: "127.0.0.1:{upstream_port}"}}]}}
+  silent: {{endpoints: [{{address: "127.0.0.1:{silent_port}"}}]}}
 routes:
+  - {{name: silent, match: {{path_prefix: /silent/}}, upstream: silent, timeout: 1s, websocket: {{}}}}
   - {{name: ws, match: {{path_prefix: /ws/}}, upstream: ws, websocket: {{max_message_size: 64KiB, idle_timeout: 10s}}}}
   - {{name: idle, match: {{path_prefix: /idle/}}, upstream: ws, websocket: {{idle_timeout: 1s}}}}
   - {{name: proto, match: {{path_prefix: /proto/}}, upstream: ws, websocket: {{subprotocols: [chat.v1]}}}}

@@ -24,6 +24,9 @@ final class WebSocketTunnel: ResponseProducer {
     private var upstreamChannel: (any Channel)?
     private var finished = false
     private var offered: [String] = []
+    /// Until the upstream's 101: the route's `timeout` (an upstream that accepts the TCP
+    /// connection and never answers must not hold the client forever).
+    private var handshakeTimer: Scheduled<Void>?
 
     init(exchange: Exchange, route: CompiledRoute, cluster: UpstreamCluster, config: WebSocketConfig, drainTimeout: TimeAmount) {
         self.exchange = exchange
@@ -43,6 +46,11 @@ final class WebSocketTunnel: ResponseProducer {
             return
         }
         exchange.responseProducer = self
+        if let timeout = route.config.timeout {
+            handshakeTimer = exchange.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(timeout)) { [self] in
+                finish(.upstreamTimeout("upstream \"\(cluster.name)\" did not answer the WebSocket upgrade within the route timeout"))
+            }
+        }
         let endpoint = cluster.pools[index].endpoint
         var request = ProxyTask.upstreamRequest(for: exchange, route: route)
         if request.authority == nil { request.authority = endpoint.label }
@@ -118,6 +126,8 @@ final class WebSocketTunnel: ResponseProducer {
         if let extensions = head.headers["sec-websocket-extensions"].first {
             response.headerFields[WebSocketHandshake.extensions] = extensions  // permessage-deflate: end to end
         }
+        handshakeTimer?.cancel()
+        handshakeTimer = nil
         let session = WebSocketSession(config: config, drainTimeout: drainTimeout, eventLoop: exchange.eventLoop)
         let maxFrame = config.maxMessageSize
         finished = true
@@ -167,6 +177,8 @@ final class WebSocketTunnel: ResponseProducer {
     private func finish(_ error: GatewayError) {
         guard !finished else { return }
         finished = true
+        handshakeTimer?.cancel()
+        handshakeTimer = nil
         upstreamChannel?.close(promise: nil)
         upstreamChannel = nil
         exchange.fail(error)
@@ -179,6 +191,8 @@ final class WebSocketTunnel: ResponseProducer {
     func cancel() {
         guard !finished else { return }
         finished = true
+        handshakeTimer?.cancel()
+        handshakeTimer = nil
         upstreamChannel?.close(promise: nil)
         upstreamChannel = nil
     }
