@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""WebSocket proxying: Causeway against nginx on this machine, same upstream, same load.
+
+Method
+  * Upstream: a Python `websockets` echo server (CPU 1). Proxies, one worker each, pinned to
+    CPU 0: nginx (`proxy_http_version 1.1` + Upgrade/Connection headers) and Causeway
+    (`workers: 1`, a `websocket` route). The load generator (Python, asyncio) shares CPU 1.
+  * Messages: CONNECTIONS connections each send a 128-byte text message and wait for its echo,
+    in a loop, for DURATION seconds. The figure to compare is the proxy's own CPU time
+    (utime+stime from /proc/PID/stat) per echoed message; medians over ROUNDS interleaved
+    rounds. The load generator is the bottleneck, not the proxies, so messages/s is not a
+    comparison; CPU per message is.
+  * Idle: IDLE connections opened and held; the proxy's RSS growth per connection.
+  * Ratios are printed against nginx.
+
+Usage: bench/websocket.py [--causeway .build/release/causeway] [--duration 10] [--rounds 3]
+                          [--connections 100] [--idle 2000]
+Build first with scripts/build-release.sh. Needs nginx and `pip install websockets`.
+"""
+import argparse, asyncio, os, resource, shutil, statistics, subprocess, sys, tempfile, time
+
+from websockets.asyncio.client import connect
+
+UPSTREAM, NGINX, CAUSEWAY, ADMIN = 18390, 18391, 18393, 18394
+
+
+def ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def nginx_worker(master):
+    for _ in range(50):
+        children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+        if children:
+            return int(children[0])
+        time.sleep(0.1)
+    raise SystemExit("nginx worker not found")
+
+
+async def echo_load(port, connections, duration):
+    message = "m" * 128
+    count = 0
+    stop = time.monotonic() + duration
+
+    async def one():
+        nonlocal count
+        async with connect(f"ws://127.0.0.1:{port}/echo", compression=None, ping_interval=None) as ws:
+            while time.monotonic() < stop:
+                await ws.send(message)
+                await ws.recv()
+                count += 1
+
+    await asyncio.gather(*(one() for _ in range(connections)))
+    return count
+
+
+async def hold_idle(port, count, pid):
+    before = rss(pid)
+    sockets = []
+    for start in range(0, count, 200):
+        sockets += await asyncio.gather(*(connect(f"ws://127.0.0.1:{port}/echo", compression=None, ping_interval=None)
+                                          for _ in range(min(200, count - start))))
+    await asyncio.sleep(1)
+    grown = rss(pid) - before
+    await asyncio.gather(*(ws.close() for ws in sockets))
+    return grown / count
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--causeway", default=".build/release/causeway")
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--idle", type=int, default=2000)
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    tmp = tempfile.mkdtemp(prefix="causeway-wsbench-")
+    processes = []
+    try:
+        upstream_code = (
+            "import asyncio\nfrom websockets.asyncio.server import serve\n"
+            "async def echo(ws):\n    async for m in ws:\n        await ws.send(m)\n"
+            f"async def main():\n    async with serve(echo, '127.0.0.1', {UPSTREAM}, compression=None, ping_interval=None):\n"
+            "        await asyncio.Future()\nasyncio.run(main())\n")
+        processes.append(subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", upstream_code]))
+        with open(f"{tmp}/nginx.conf", "w") as f:
+            f.write(f"""worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/error.log;
+events {{ worker_connections 65536; }}
+worker_rlimit_nofile 65536;
+http {{
+  access_log off; client_body_temp_path {tmp}/b; proxy_temp_path {tmp}/p; fastcgi_temp_path {tmp}/f;
+  uwsgi_temp_path {tmp}/u; scgi_temp_path {tmp}/s;
+  server {{ listen 127.0.0.1:{NGINX}; location / {{ proxy_pass http://127.0.0.1:{UPSTREAM};
+    proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";
+    proxy_read_timeout 1h; }} }}
+}}
+""")
+        nginx = subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp])
+        processes.append(nginx)
+        with open(f"{tmp}/causeway.yaml", "w") as f:
+            f.write(f"""server: {{workers: 1, admin: {{address: "127.0.0.1:{ADMIN}"}}}}
+listeners: [{{name: bench, address: "127.0.0.1:{CAUSEWAY}", limits: {{max_connections: 65536}}}}]
+upstreams: {{echo: {{endpoints: [{{address: "127.0.0.1:{UPSTREAM}"}}]}}}}
+routes: [{{name: ws, match: {{path_prefix: /}}, upstream: echo, websocket: {{}}}}]
+""")
+        causeway = subprocess.Popen(["taskset", "-c", "0", os.path.abspath(args.causeway), "run", "-c", f"{tmp}/causeway.yaml",
+                                     "--log-level", "warning"])
+        processes.append(causeway)
+        time.sleep(2)
+        pids = {"nginx": nginx_worker(nginx.pid), "causeway": causeway.pid}
+        ports = {"nginx": NGINX, "causeway": CAUSEWAY}
+        # The load generator on CPU 1, beside the upstream.
+        os.sched_setaffinity(0, {1})
+        for name in pids:
+            asyncio.run(echo_load(ports[name], 10, 1))  # warm-up
+        per_message = {name: [] for name in pids}
+        for round_ in range(args.rounds):
+            for name, pid in pids.items():
+                before = ticks(pid)
+                count = asyncio.run(echo_load(ports[name], args.connections, args.duration))
+                cpu = (ticks(pid) - before) / os.sysconf("SC_CLK_TCK") * 1e6 / max(count, 1)
+                per_message[name].append(cpu)
+                print(f"[bench] round {round_ + 1} {name:9} {count / args.duration:8.0f} msg/s  cpu {cpu:6.2f} us/msg", file=sys.stderr)
+        idle = {name: asyncio.run(hold_idle(ports[name], args.idle, pid)) for name, pid in pids.items()}
+        print(f"\nWebSocket echo, {args.connections} connections, 128-byte messages "
+              f"({args.duration:.0f} s x {args.rounds} rounds, medians); idle: {args.idle} connections\n")
+        print("proxy     CPU us/message  vs nginx  RSS per idle WebSocket  vs nginx")
+        base_cpu = statistics.median(per_message["nginx"])
+        for name in pids:
+            cpu = statistics.median(per_message[name])
+            print(f"{name:9} {cpu:14.2f}  {cpu / base_cpu:8.2f}  {idle[name] / 1024:18.1f} KiB  {idle[name] / max(idle['nginx'], 1):8.2f}")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
