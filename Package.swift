@@ -72,7 +72,11 @@ let package = Package(
         ),
         .target(
             name: "CausewayUpstream",
-            dependencies: nio + ["CausewayConfig", "CausewayHTTP", "CNghttp2", .product(name: "Logging", package: "swift-log")],
+            dependencies: nio + [
+                "CausewayConfig", "CausewayHTTP", "CNghttp2",
+                .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: releaseSettings
         ),
         .target(

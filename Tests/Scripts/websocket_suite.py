@@ -280,6 +280,46 @@ async def run_checks(port, tls_port, upstream_port, cafile):
     check("a key that is not 16 bytes -> 400", answer.startswith(b"HTTP/1.1 400"), f"{answer[:40]!r}")
     check("none of those reached the upstream", HANDSHAKES["count"] == before, f"{HANDSHAKES['count'] - before} did")
 
+    # Hostile frames and handshakes: each gets its answer, and others on the gateway go on.
+    def attack(extra_headers=None, send=b"", read_close=True):
+        sock, answer = raw_upgrade(port, "/ws/echo", dict(KEY_HEADERS, **(extra_headers or {})))
+        if not answer.startswith(b"HTTP/1.1 101"):
+            sock.close()
+            return answer, None
+        sock.sendall(send)
+        code = None
+        if read_close:
+            opcode, payload = read_frame(sock, answer.split(b"\r\n\r\n", 1)[1])
+            code = struct.unpack(">H", payload[:2])[0] if opcode == 8 and len(payload) >= 2 else (opcode, payload[:20])
+        sock.close()
+        return answer, code
+
+    async def still_serving():
+        started = time.monotonic()
+        async with connect(f"{base}/ws/echo", compression=None) as ws:
+            await ws.send("still")
+            ok = await ws.recv() == "still"
+        return ok and time.monotonic() - started < 1.0
+
+    # A frame header claiming 2^63-1 bytes: refused before anything is buffered.
+    _, code = attack(send=bytes([0x82, 0xFF]) + struct.pack(">Q", (1 << 63) - 1) + os.urandom(4))
+    check("frame length 2^63-1 -> 1009, others still served", code == 1009 and await still_serving(), f"{code}")
+    # A control frame over 125 bytes is a protocol error.
+    _, code = attack(send=frame(9, b"p" * 126))
+    check("ping with a 126-byte payload -> 1002, others still served", code == 1002 and await still_serving(), f"{code}")
+    # 20,000 empty fragments of one message: no memory held, the loop keeps up.
+    flood = bytes([0x01, 0x80]) + os.urandom(4) + (bytes([0x00, 0x80]) + b"\0\0\0\0") * 20000
+    attack(send=flood, read_close=False)
+    check("20,000 empty fragments: others still served", await still_serving())
+    # Headers named in Connection are stripped toward the upstream: here the key itself, so
+    # the upstream refuses and the client hears it, cleanly.
+    answer, _ = attack({"Connection": "Upgrade, Sec-WebSocket-Key"})
+    check("Connection naming Sec-WebSocket-Key -> a clean 4xx/5xx, others still served",
+          answer[:10] in (b"HTTP/1.1 4", b"HTTP/1.1 5") and await still_serving(), f"{answer[:30]!r}")
+    # A body where none belongs.
+    answer, _ = attack({"Content-Length": "5"}, read_close=False)
+    check("an upgrade with a body -> 400", answer.startswith(b"HTTP/1.1 400"), f"{answer[:30]!r}")
+
     # An upstream that never answers the upgrade: 504 at the route's timeout (1 s).
     started = time.monotonic()
     sock, answer = raw_upgrade(port, "/silent/x", KEY_HEADERS)

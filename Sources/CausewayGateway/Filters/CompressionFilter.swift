@@ -71,7 +71,7 @@ public final class CompressionFilter: HTTPFilter, FilterFactory {
         let fields = response.headerFields
         if let cacheControl = fields[.cacheControl], cacheControl.lowercased().contains("no-transform") { return nil }
         let contentType = fields[.contentType] ?? ""
-        if contentType.lowercased().hasPrefix("application/grpc") { return nil }
+        if contentType.caseInsensitiveHasPrefix("application/grpc") { return nil }
         let accept = AcceptEncoding(exchange.request.headerFields[.acceptEncoding])
         let isHead = exchange.request.method == .head
 
@@ -99,7 +99,7 @@ public final class CompressionFilter: HTTPFilter, FilterFactory {
         if exchange.request.headerFields[.range] != nil { return nil }
         // The answer depends on Accept-Encoding from here on, whichever variant this one is.
         Self.addVary(&response)
-        let isEventStream = contentType.lowercased().hasPrefix("text/event-stream")
+        let isEventStream = EventStream.isEventStream(contentType)
         // Event streams prefer gzip when the client takes it as gladly as br: gzip keeps 8 KiB of
         // history between events; brotli, for streams, runs in its one-pass mode (below), which
         // keeps none.

@@ -1,4 +1,5 @@
 import CausewayConfig
+import CausewayHTTP
 import NIOCore
 
 /// What keeps a proxied event stream (`text/event-stream`) alive and honest, as a value: when
@@ -80,7 +81,6 @@ struct EventStream {
 
     /// A response is an event stream by its content type.
     static func isEventStream(_ contentType: String?) -> Bool {
-        guard let contentType, contentType.utf8.count >= 17 else { return false }
-        return contentType.lowercased().hasPrefix("text/event-stream")
+        contentType?.caseInsensitiveHasPrefix("text/event-stream") ?? false
     }
 }

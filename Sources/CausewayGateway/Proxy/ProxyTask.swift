@@ -36,7 +36,7 @@ final class ProxyTask {
         let length = exchange.requestBodyLength
         sendsBody = length != 0
         let upstream = UpstreamExchange(
-            cluster: cluster, request: upstreamRequest(), body: sendsBody ? .streamed(length: length) : .none,
+            cluster: cluster, request: Self.upstreamRequest(for: exchange, route: route), body: sendsBody ? .streamed(length: length) : .none,
             eventLoop: exchange.eventLoop, deadlines: deadlines,
             timeoutMessage: "upstream \"\(cluster.name)\" did not answer within the route timeout", delegate: self)
         self.upstream = upstream
@@ -46,10 +46,6 @@ final class ProxyTask {
 
     /// The request as the upstream sees it. A client's `TE: trailers` stays (it is hop-by-hop,
     /// but HTTP/2 allows exactly that value, gRPC needs it, and HTTP/1.1 upstreams may take it).
-    private func upstreamRequest() -> HTTPRequest {
-        Self.upstreamRequest(for: exchange, route: route)
-    }
-
     /// The client's request as an upstream should see it (also what a WebSocket tunnel sends).
     static func upstreamRequest(for exchange: Exchange, route: CompiledRoute) -> HTTPRequest {
         var request = exchange.request

@@ -24,6 +24,8 @@ final class WebSocketTunnel: ResponseProducer {
     private var upstreamChannel: (any Channel)?
     private var finished = false
     private var offered: [String] = []
+    /// What the upstream's 101 must carry (and what the client's 101 says).
+    private var expectedAccept = ""
     /// Until the upstream's 101: the route's `timeout` (an upstream that accepts the TCP
     /// connection and never answers must not hold the client forever).
     private var handshakeTimer: Scheduled<Void>?
@@ -39,6 +41,11 @@ final class WebSocketTunnel: ResponseProducer {
     func start() {
         if let error = WebSocketHandshake.validate(exchange.request) {
             exchange.fail(error)
+            return
+        }
+        // Bytes after the head belong to the tunnel; a body there could not be told from frames.
+        guard exchange.requestBodyLength == 0 else {
+            exchange.fail(.badRequest("a WebSocket upgrade has no body"))
             return
         }
         guard let index = cluster.pick() else {
@@ -58,7 +65,7 @@ final class WebSocketTunnel: ResponseProducer {
         request.headerFields[.upgrade] = "websocket"
         offered = WebSocketHandshake.offeredProtocols(exchange.request, allowed: config.subprotocols)
         request.headerFields[WebSocketHandshake.protocolField] = offered.isEmpty ? nil : offered.joined(separator: ", ")
-        let expectedAccept = WebSocketHandshake.acceptValue(for: exchange.request.headerFields[WebSocketHandshake.key] ?? "")
+        expectedAccept = WebSocketHandshake.acceptValue(for: exchange.request.headerFields[WebSocketHandshake.key] ?? "")
         let loop = exchange.eventLoop
         let tunnel = NIOLoopBound(self, eventLoop: loop)
         let upstreamName = cluster.name
@@ -77,7 +84,6 @@ final class WebSocketTunnel: ResponseProducer {
                     return
                 }
                 upstreamChannel = channel
-                self.expectedAccept = expectedAccept
                 var bytes = channel.allocator.buffer(capacity: 512)
                 HTTP1RequestWriter.writeHead(request, bodyLength: 0, to: &bytes)
                 // The header-less head tells the response decoder the method; the bytes follow.
@@ -94,7 +100,6 @@ final class WebSocketTunnel: ResponseProducer {
         }
     }
 
-    private var expectedAccept = ""
 
     /// The upstream answered the upgrade request.
     fileprivate func upstreamAnswered(_ head: HTTPResponseHead, upstream: ChannelHandlerContext) {
@@ -174,14 +179,20 @@ final class WebSocketTunnel: ResponseProducer {
         finish(.upstreamUnavailable("upstream \"\(cluster.name)\" closed during the WebSocket upgrade: \(error)"))
     }
 
-    private func finish(_ error: GatewayError) {
-        guard !finished else { return }
+    /// The tunnel will not be built: stop waiting, drop the upstream connection. False when
+    /// already stopped (or switched).
+    private func stop() -> Bool {
+        guard !finished else { return false }
         finished = true
         handshakeTimer?.cancel()
         handshakeTimer = nil
         upstreamChannel?.close(promise: nil)
         upstreamChannel = nil
-        exchange.fail(error)
+        return true
+    }
+
+    private func finish(_ error: GatewayError) {
+        if stop() { exchange.fail(error) }
     }
 
     // MARK: ResponseProducer (before the switch)
@@ -189,12 +200,7 @@ final class WebSocketTunnel: ResponseProducer {
     func downstreamWritabilityChanged(_ writable: Bool) {}
 
     func cancel() {
-        guard !finished else { return }
-        finished = true
-        handshakeTimer?.cancel()
-        handshakeTimer = nil
-        upstreamChannel?.close(promise: nil)
-        upstreamChannel = nil
+        _ = stop()
     }
 }
 

@@ -257,9 +257,7 @@ public final class Exchange {
     public func sendResponseHead(_ response: HTTPResponse) {
         guard responseState == .pending else { return }
         var response = response
-        for filter in filters.reversed() {
-            filter.filterResponseHead(&response, exchange: self)
-        }
+        runResponseHeadFilters(&response)
         for filter in filters.reversed() {
             if let transform = filter.makeResponseBodyTransform(for: &response, exchange: self) {
                 transforms.append(transform)
@@ -329,15 +327,20 @@ public final class Exchange {
     public func upgrade(_ response: HTTPResponse, install: @escaping (ChannelHandlerContext) throws -> Void) -> Bool {
         guard responseState == .pending, let downstream else { return false }
         var response = response
-        for filter in filters.reversed() {
-            filter.filterResponseHead(&response, exchange: self)
-        }
+        runResponseHeadFilters(&response)
         guard downstream.takeOver(response, install: install) else { return false }
         responseState = .complete
         responseStatus = response.status
         attributes.timings.responseStarted = .now()
         release()
         return true
+    }
+
+    /// The response phase for a head, filters backwards.
+    private func runResponseHeadFilters(_ response: inout HTTPResponse) {
+        for filter in filters.reversed() {
+            filter.filterResponseHead(&response, exchange: self)
+        }
     }
 
     /// A whole response at once (small bodies the gateway makes itself).

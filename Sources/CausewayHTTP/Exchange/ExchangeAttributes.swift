@@ -75,7 +75,7 @@ public enum ErrorFormat: Sendable {
 
     /// gRPC for `application/grpc`, `application/grpc+proto`, `application/grpc-web…`.
     public static func forRequest(_ request: HTTPRequest) -> ErrorFormat {
-        guard let type = request.headerFields[.contentType], type.utf8.count >= 16 else { return .json }
-        return type.lowercased().hasPrefix("application/grpc") ? .grpc : .json
+        guard let type = request.headerFields[.contentType] else { return .json }
+        return type.caseInsensitiveHasPrefix("application/grpc") ? .grpc : .json
     }
 }

@@ -221,8 +221,9 @@ public final class DownstreamHTTP1Handler: ChannelDuplexHandler, RemovableChanne
             pendingUpgrade = (request, settings)
             return
         }
-        if head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" }),
-            head.headers.contains(name: "upgrade")
+        // `Upgrade` first: the Connection tokens are only split for the rare request that has it.
+        if head.headers.contains(name: "upgrade"),
+            head.headers[canonicalForm: "connection"].contains(where: { $0.caseInsensitiveEquals("upgrade") })
         {
             // What follows an upgrade request may be another protocol's bytes (the decoder stops
             // there): unless the connection is switched, it closes after the answer.

@@ -76,13 +76,26 @@ public enum HTTP1Framing {
 
 extension StringProtocol {
     /// ASCII case-insensitive comparison with a lower-case literal, without allocating.
-    func caseInsensitiveEquals(_ lowercase: StaticString) -> Bool {
+    public func caseInsensitiveEquals(_ lowercase: StaticString) -> Bool {
         guard utf8.count == lowercase.utf8CodeUnitCount else { return false }
         var index = 0
         for byte in utf8 {
             let expected = lowercase.utf8Start[index]
             let folded = byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
             if folded != expected { return false }
+            index += 1
+        }
+        return true
+    }
+
+    /// Starts with a lower-case literal, ASCII case ignored, without allocating (media types on
+    /// every request and response: `application/grpc…`, `text/event-stream…`).
+    public func caseInsensitiveHasPrefix(_ lowercase: StaticString) -> Bool {
+        guard utf8.count >= lowercase.utf8CodeUnitCount else { return false }
+        var index = 0
+        for byte in utf8.prefix(lowercase.utf8CodeUnitCount) {
+            let folded = byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
+            if folded != lowercase.utf8Start[index] { return false }
             index += 1
         }
         return true

@@ -1,6 +1,7 @@
 import HTTPTypes
 import NIOCore
 import NIOHTTP1
+import NIOHTTPTypesHTTP1
 
 /// HTTP/1.1 request serialization from `HTTPFields`, and the one conversion of a decoded
 /// response head. As a channel handler it sits under the response decoder: request parts
@@ -53,19 +54,10 @@ public final class HTTP1RequestWriter: ChannelOutboundHandler, RemovableChannelH
         buffer.writeStaticString("\r\n")
     }
 
-    /// The decoded head as the pipeline's one header type.
+    /// The decoded head as the pipeline's one header type (llhttp checked the status; the
+    /// fields convert with NIOHTTPTypesHTTP1's own mapping).
     public static func response(_ head: HTTPResponseHead) -> HTTPResponse {
-        HTTPResponse(status: .init(code: Int(head.status.code)), headerFields: fields(head.headers))
-    }
-
-    static func fields(_ headers: HTTPHeaders) -> HTTPFields {
-        var fields = HTTPFields()
-        fields.reserveCapacity(headers.count)
-        for (name, value) in headers {
-            // llhttp accepted the name as a token, so it parses.
-            if let name = HTTPField.Name(name) { fields.append(HTTPField(name: name, value: value)) }
-        }
-        return fields
+        HTTPResponse(status: .init(code: Int(head.status.code)), headerFields: HTTPFields(head.headers, splitCookie: false))
     }
 }
 

@@ -2,6 +2,7 @@ import CausewayHTTP
 import HTTPTypes
 import NIOCore
 import NIOHTTP1
+import NIOHTTPTypesHTTP1
 
 /// What an upstream connection reports to the exchange it is serving.
 public protocol UpstreamResponseSink: AnyObject {
@@ -215,7 +216,7 @@ public final class UpstreamHTTP1Connection: ChannelDuplexHandler, RemovableChann
                 pool.connectionReleased(self, reusable: false)
                 context.close(promise: nil)
             }
-            sink?.upstreamResponseEnd(trailers.map(HTTP1RequestWriter.fields))
+            sink?.upstreamResponseEnd(trailers.map { HTTPFields($0, splitCookie: false) })
         }
     }
 

@@ -1,6 +1,5 @@
 import CNghttp2
 import NIOCore
-import NIOHTTP1
 import CausewayHTTP
 import HTTPTypes
 
