@@ -4,6 +4,10 @@
 
 Usage: websocket_suite.py path/to/causeway
 
+Over HTTP/2 (RFC 8441, h2c and TLS) with a Python `h2` client: the SETTINGS, echo, many
+WebSockets on one connection, the close handshake, RST_STREAM -> 1001 upstream, upstream lost ->
+1011 and END_STREAM, 1009/1002, and the handshake's refusals.
+
 Starts a `websockets` upstream (paths: /echo, /hold, /die, /proto, /stat?id=X), the gateway
 with WebSocket routes (ws and wss), and checks: echo both ways over HTTP/1.1 and TLS, frames
 sent with the handshake, message size limits (one frame, and across fragments) -> 1009 both
@@ -16,6 +20,9 @@ import asyncio, base64, json, os, signal, socket, ssl, struct, subprocess, sys, 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from h2_websocket import H2WebSocketConnection, close_code  # noqa: E402
 
 CAUSEWAY = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else ".build/debug/causeway")
 results = []
@@ -328,9 +335,86 @@ async def run_checks(port, tls_port, upstream_port, cafile):
     check("an upstream silent after connect -> 504 at the route timeout", answer.startswith(b"HTTP/1.1 504") and took < 3,
           f"{answer[:30]!r} after {took:.1f} s")
 
+    await h2_checks(port, tls_port, base, cafile)
+
+
+async def h2_checks(port, tls_port, base, cafile):
+    for name, kw in [("h2c", {}), ("h2 over TLS", {"tls_context": tls_client_context(cafile)})]:
+        conn = H2WebSocketConnection(tls_port if kw else port, **kw)
+        scheme = "https" if kw else "http"
+        check(f"{name}: SETTINGS_ENABLE_CONNECT_PROTOCOL = 1", conn.enables_connect_protocol, f"{conn.settings}")
+        sid, head = conn.open("/ws/echo", scheme=scheme)
+        status_ok = head is not None and head.get(":status") == "200" and "sec-websocket-accept" not in head
+        conn.send(sid, 1, b"hello")
+        text = conn.recv(sid)
+        conn.send(sid, 2, b"\x00\x01" * 30000)
+        binary = conn.recv(sid)
+        check(f"{name}: extended CONNECT -> 200, text and 60 KB binary echoed",
+              status_ok and text == (1, b"hello") and binary == (2, b"\x00\x01" * 30000), f"{head} {text}")
+        conn.send(sid, 8, struct.pack(">H", 1000) + b"bye")
+        reply = conn.recv(sid)
+        check(f"{name}: close 1000 answered with close 1000, then the stream ends",
+              close_code(reply) == 1000 and conn.wait_end(sid), f"{reply} ended={sid in conn.ended}")
+        conn.close()
+
+    # Many WebSockets share one connection, each with its own flow.
+    conn = H2WebSocketConnection(port)
+    sids = [conn.open(f"/ws/echo?n={i}")[0] for i in range(100)]
+    for i, sid in enumerate(sids):
+        conn.send(sid, 1, f"stream {i}".encode())
+    echoes = [conn.recv(sid) for sid in sids]
+    check("h2c: 100 WebSockets on one connection, each echoes its own",
+          all(echo == (1, f"stream {i}".encode()) for i, echo in enumerate(echoes)),
+          f"{sum(1 for i, e in enumerate(echoes) if e == (1, f'stream {i}'.encode()))} of 100")
+    # RST_STREAM from the client: the upstream hears "going away"; the others go on.
+    sid, _ = conn.open("/ws/echo?id=h2rst")
+    conn.send(sid, 1, b"x")
+    conn.recv(sid)
+    conn.reset(sid)
+    upstream = await upstream_close(base, "h2rst")
+    conn.send(sids[0], 1, b"after")
+    check("h2c: RST_STREAM -> 1001 to the upstream, other streams unaffected",
+          upstream == 1001 and conn.recv(sids[0]) == (1, b"after"), f"upstream {upstream}")
+    # The upstream dies mid-session: close 1011, then END_STREAM.
+    sid, _ = conn.open("/ws/die")
+    reply = conn.recv(sid)
+    check("h2c: upstream lost -> close 1011 and the stream ends", close_code(reply) == 1011 and conn.wait_end(sid),
+          f"{reply}")
+    # The limits hold per stream.
+    sid, _ = conn.open("/ws/echo")
+    conn.send(sid, 2, b"x" * 100_000)
+    code_big = close_code(conn.recv(sid))
+    sid, _ = conn.open("/ws/echo")
+    conn.send(sid, 1, b"bare", masked=False)
+    code_bare = close_code(conn.recv(sid))
+    check("h2c: a 100 KB frame -> 1009, an unmasked frame -> 1002", (code_big, code_bare) == (1009, 1002),
+          f"{code_big} {code_bare}")
+    # Refusals: they answer the stream, never the upstream.
+    _, head_version = conn.open("/ws/echo", headers={"sec-websocket-version": "8"})
+    _, head_plain = conn.open("/plain/echo")
+    sid = conn.conn.get_next_available_stream_id()
+    conn.conn.send_headers(sid, [(":method", "CONNECT"), (":authority", "127.0.0.1:1")])
+    conn.flush()
+    conn.pump(lambda: sid in conn.status or sid in conn.resets)
+    statuses = [h.get(":status") if h else None for h in (head_version, head_plain, conn.status.get(sid))]
+    check("h2c: version 8 -> 426, no websocket on the route -> 400, plain CONNECT -> 405",
+          statuses == ["426", "400", "405"], f"{statuses}")
+    conn.send(sids[-1], 1, b"still")
+    check("h2c: the connection still serves its WebSockets", conn.recv(sids[-1]) == (1, b"still"))
+    conn.close()
+
+
+def tls_client_context(cafile):
+    context = ssl.create_default_context(cafile=cafile)
+    context.check_hostname = False
+    return context
+
 
 async def drain_check(port, gateway):
-    """SIGTERM with a tunnel open: the client gets close 1001 before the drain ends (2 s)."""
+    """SIGTERM with tunnels open (HTTP/1.1 and an HTTP/2 stream): each client gets close 1001
+    before the drain ends (2 s)."""
+    h2 = H2WebSocketConnection(port)
+    sid, _ = h2.open("/ws/echo")
     async with connect(f"ws://127.0.0.1:{port}/ws/echo", compression=None, ping_interval=None) as ws:
         await ws.send("x")
         await ws.recv()
@@ -339,6 +423,8 @@ async def drain_check(port, gateway):
         ok, detail = await expect_close(ws, 1001, within=4)
     check("SIGTERM: an open WebSocket gets close 1001 before drain_timeout", ok and time.monotonic() - started < 2.2,
           f"{detail} after {time.monotonic() - started:.2f} s")
+    reply = h2.recv(sid, timeout=3)
+    check("SIGTERM: a WebSocket on an HTTP/2 stream gets close 1001 too", close_code(reply) == 1001, f"{reply}")
 
 
 def main():
@@ -359,7 +445,7 @@ def main():
 server: {{workers: 2, drain_timeout: 2s, admin: {{address: "127.0.0.1:{admin}"}}}}
 listeners:
   - {{name: plain, address: "127.0.0.1:{port}", protocols: [http1, h2c]}}
-  - {{name: tls, address: "127.0.0.1:{tls_port}", protocols: [http1], tls: {{certificates: [{{cert: "{cert}", key: "{key}"}}]}}}}
+  - {{name: tls, address: "127.0.0.1:{tls_port}", protocols: [http1, h2], tls: {{certificates: [{{cert: "{cert}", key: "{key}"}}]}}}}
 upstreams:
   ws: {{endpoints: [{{address: "127.0.0.1:{upstream_port}"}}]}}
   silent: {{endpoints: [{{address: "127.0.0.1:{silent_port}"}}]}}

@@ -107,7 +107,9 @@ public struct RuntimeSnapshot: Sendable {
         var errors: [ConfigError] = []
         for listener in listeners {
             guard let tls = listener.tls, !tls.certificates.isEmpty else { continue }
-            let alpn = listener.protocols.compactMap { $0 == "h2" ? "h2" : $0 == "http1" ? "http/1.1" : nil }
+            // The server's preference: h2 whenever the client offers it (as nginx and Envoy do),
+            // whatever order the listener lists its protocols in.
+            let alpn = ["h2", "http1"].filter(listener.protocols.contains).map { $0 == "h2" ? "h2" : "http/1.1" }
             do {
                 contexts[listener.name] = try TLSServerContext(
                     certificates: tls.certificates.map { .init(certPath: $0.cert, keyPath: $0.key) },

@@ -12,15 +12,25 @@ enum WebSocketHandshake {
     static let protocolField = HTTPField.Name("sec-websocket-protocol")!
     static let extensions = HTTPField.Name("sec-websocket-extensions")!
 
-    /// The request asks to switch to WebSocket (`Upgrade: websocket`, whatever else it gets wrong).
+    /// The request asks to switch to WebSocket (`Upgrade: websocket`, whatever else it gets
+    /// wrong), or to open one on an HTTP/2 stream (extended CONNECT, RFC 8441).
     static func isUpgrade(_ request: HTTPRequest) -> Bool {
-        request.headerFields[values: .upgrade].contains { value in
+        if isExtendedConnect(request) { return true }
+        return request.headerFields[values: .upgrade].contains { value in
             value.split(separator: ",").contains { $0.trimmingSpaces().lowercased() == "websocket" }
         }
     }
 
-    /// Checks a client's upgrade request (RFC 6455 §4.2.1); the error is the answer.
+    static func isExtendedConnect(_ request: HTTPRequest) -> Bool {
+        request.method == .connect && request.extendedConnectProtocol?.lowercased() == "websocket"
+    }
+
+    /// Checks a client's upgrade request (RFC 6455 §4.2.1; over HTTP/2, RFC 8441 §5: a
+    /// CONNECT with `:protocol: websocket` and the version, no key); the error is the answer.
     static func validate(_ request: HTTPRequest) -> GatewayError? {
+        if isExtendedConnect(request) {
+            return request.headerFields[values: version] == ["13"] ? nil : versionError
+        }
         guard request.method == .get else {
             return .badRequest("a WebSocket upgrade must be a GET")
         }
@@ -28,16 +38,25 @@ enum WebSocketHandshake {
         guard connection.contains(where: { $0.trimmingSpaces().lowercased() == "upgrade" }) else {
             return .badRequest("a WebSocket upgrade needs Connection: Upgrade")
         }
-        guard request.headerFields[values: version] == ["13"] else {
-            var error = GatewayError(status: .init(code: 426), code: "websocket_version",
-                                     message: "only WebSocket version 13 is supported")
-            error.headers[version] = "13"
-            return error
-        }
+        guard request.headerFields[values: version] == ["13"] else { return versionError }
         guard let key = request.headerFields[key], Base64.decode(key)?.count == 16 else {
             return .badRequest("Sec-WebSocket-Key must be 16 bytes in base64")
         }
         return nil
+    }
+
+    private static var versionError: GatewayError {
+        var error = GatewayError(status: .init(code: 426), code: "websocket_version",
+                                 message: "only WebSocket version 13 is supported")
+        error.headers[version] = "13"
+        return error
+    }
+
+    /// A fresh `Sec-WebSocket-Key` (the upstream leg of an RFC 8441 WebSocket needs one).
+    static func newKey() -> String {
+        var bytes = SystemRandomNumberGenerator()
+        let raw = (0..<16).map { _ in UInt8.random(in: 0...255, using: &bytes) }
+        return Data(raw).base64EncodedString()
     }
 
     /// `Sec-WebSocket-Accept` for `key`: base64(SHA-1(key + the RFC's GUID)).

@@ -1,11 +1,12 @@
 import CausewayConfig
+import CausewayHTTP
 import NIOCore
 import NIOWebSocket
 
 /// One proxied WebSocket: the client's connection and the upstream's, joined frame by frame.
 /// Both live on one event loop, so the session needs no lock.
 ///
-/// Frames are parsed both ways (NIOWebSocket's codec) so the gateway can hold the line:
+/// Frames are parsed both ways so the gateway can hold the line:
 /// - client frames must be masked and upstream frames must not be (1002 otherwise);
 /// - a message larger than `max_message_size`, across its fragments, closes both sides with
 ///   1009; a single frame larger than that is refused by the decoder before it is buffered;
@@ -18,7 +19,9 @@ import NIOWebSocket
 ///   1011 to the client when the upstream failed; a close frame is passed on, then both close;
 /// - a full peer stops reads on the other side (backpressure), so memory stays bounded.
 /// Frames pass one by one (RSV bits and extension data untouched, so permessage-deflate
-/// negotiated end to end works); nothing is reassembled.
+/// negotiated end to end works); nothing is reassembled. Each side is a `ByteTunnel`: an
+/// HTTP/1.1 connection after its 101, or an HTTP/2 stream (RFC 8441); frames are parsed and
+/// written here (`WebSocketFrames.swift`), the same for both.
 final class WebSocketSession {
     enum Side {
         case client, upstream
@@ -28,45 +31,46 @@ final class WebSocketSession {
     private let config: WebSocketConfig
     private let drainTimeout: TimeAmount
     private let eventLoop: any EventLoop
-    private var utf8: [Side: UTF8Validator] = [:]
-    /// The current message of a side is text and must be checked.
-    private var checkingText: [Side: Bool] = [:]
-    private var lastHeard: [Side: NIODeadline] = [:]
-    private var pingOutstanding: Set<Side> = []
+    private let client: WebSocketEndpoint
+    private let upstream: WebSocketEndpoint
     private var pingTimer: Scheduled<Void>?
     private var drainTimer: Scheduled<Void>?
-    static let pingPayload = ByteBuffer(string: "causeway")
-    private var relays: [Side: WebSocketRelay] = [:]
-    /// Frames for a side whose relay is not installed yet (the first frames of the switch).
-    private var pending: [Side: [WebSocketFrame]] = [:]
-    private var messageBytes: [Side: Int] = [.client: 0, .upstream: 0]
-    private var closeSeen: Set<Side> = []
-    private var closed = false
-    private var lastFrame = NIODeadline.now()
     private var idleTimer: Scheduled<Void>?
+    private var lastFrame = NIODeadline.now()
+    private(set) var closed = false
+    static let pingPayload = ByteBuffer(string: "causeway")
 
     init(config: WebSocketConfig, drainTimeout: TimeAmount, eventLoop: any EventLoop) {
         self.config = config
         self.drainTimeout = drainTimeout
         self.eventLoop = eventLoop
-        let now = NIODeadline.now()
-        lastHeard = [.client: now, .upstream: now]
+        client = WebSocketEndpoint(side: .client, maxFrameSize: config.maxMessageSize)
+        upstream = WebSocketEndpoint(side: .upstream, maxFrameSize: config.maxMessageSize)
+        client.session = self
+        upstream.session = self
         armIdleTimer()
         armPingTimer()
     }
 
-    func attach(_ relay: WebSocketRelay) {
-        relays[relay.side] = relay
-        for frame in pending.removeValue(forKey: relay.side) ?? [] { relay.write(frame) }
-        relay.flush()
+    private func endpoint(_ side: Side) -> WebSocketEndpoint { side == .client ? client : upstream }
+
+    /// Joins `tunnel` as `side`: bytes it already read are parsed now.
+    func attach(_ tunnel: any ByteTunnel, as side: Side) {
+        let endpoint = endpoint(side)
+        endpoint.tunnel = tunnel
+        tunnel.attach(endpoint)
     }
 
-    // MARK: From the relays
+    // MARK: From the endpoints
 
-    func received(_ frame: WebSocketFrame, from side: Side) {
-        guard !closed else { return }
+    func heard(from endpoint: WebSocketEndpoint) {
         lastFrame = .now()
-        lastHeard[side] = lastFrame
+        endpoint.lastHeard = lastFrame
+    }
+
+    func received(_ frame: WebSocketFrame, from source: WebSocketEndpoint) {
+        guard !closed else { return }
+        let side = source.side
         switch side {
         case .client where frame.maskKey == nil:
             return fail(code: .protocolError, reason: "client frames must be masked")
@@ -77,94 +81,88 @@ final class WebSocketSession {
         }
         switch frame.opcode {
         case .text, .binary, .continuation:
-            messageBytes[side, default: 0] += frame.length
-            if messageBytes[side, default: 0] > config.maxMessageSize {
+            source.messageBytes += frame.length
+            if source.messageBytes > config.maxMessageSize {
                 return fail(code: .messageTooLarge, reason: "message larger than \(config.maxMessageSize) bytes")
             }
             if frame.opcode != .continuation {
                 // Compressed text (permessage-deflate sets RSV1) is checked by the endpoints.
-                checkingText[side] = frame.opcode == .text && !frame.rsv1
-                utf8[side] = UTF8Validator()
+                source.checkingText = frame.opcode == .text && !frame.rsv1
+                source.utf8 = UTF8Validator()
             }
-            if checkingText[side] == true {
-                let payload = side == .client ? frame.unmaskedData : frame.data
-                if !utf8[side, default: UTF8Validator()].feed(payload) || (frame.fin && !utf8[side]!.isComplete) {
+            if source.checkingText {
+                let payload = frame.maskKey == nil ? frame.data : frame.unmaskedData
+                if !source.utf8.feed(payload) || (frame.fin && !source.utf8.isComplete) {
                     return fail(code: .dataInconsistentWithMessage, reason: "text message is not valid UTF-8")
                 }
             }
-            if frame.fin { messageBytes[side] = 0 }
+            if frame.fin { source.messageBytes = 0 }
         case .connectionClose:
-            closeSeen.insert(side)
-        case .pong where pingOutstanding.contains(side) && frame.unmaskedData == Self.pingPayload:
-            pingOutstanding.remove(side)  // the answer to the gateway's own ping: not passed on
+            source.closeSeen = true
+        case .pong where source.pingOutstanding && frame.unmaskedData == Self.pingPayload:
+            source.pingOutstanding = false  // the answer to the gateway's own ping: not passed on
             return
         default:
             break
         }
-        forward(frame, to: side.other)
-        if closeSeen.count == 2 { closeBoth() }
+        forward(frame, to: endpoint(side.other))
+        if client.closeSeen && upstream.closeSeen { closeBoth() }
     }
 
     func readComplete(from side: Side) {
-        relays[side.other]?.flush()
+        endpoint(side.other).tunnel?.flush()
     }
 
-    /// After the switch: frames that came with the handshakes were forwarded outside a read
-    /// cycle, so nothing else would flush them.
-    func flushAll() {
-        for relay in relays.values { relay.flush() }
-    }
-
-    /// A side's connection ended (or failed) without a close handshake.
+    /// A side's connection (or stream) ended without a close handshake.
     func sideClosed(_ side: Side) {
         guard !closed else { return }
-        relays[side] = nil
-        if closeSeen.contains(side) && closeSeen.contains(side.other) { return closeBoth() }
-        // The client left: the upstream hears "going away"; the upstream failed: the client
-        // hears "internal error".
-        let code: WebSocketErrorCode = side == .client ? .goingAway : .unexpectedServerError
-        sendClose(code: code, reason: side == .client ? "client went away" : "upstream connection lost", to: side.other)
+        let source = endpoint(side)
+        source.tunnel = nil
+        // A side that sent its close frame has said goodbye: the other side has it already.
+        // Otherwise the upstream hears "going away" when the client left, and the client hears
+        // "internal error" when the upstream failed.
+        if !source.closeSeen {
+            let code: WebSocketErrorCode = side == .client ? .goingAway : .unexpectedServerError
+            sendClose(code: code, reason: side == .client ? "client went away" : "upstream connection lost", to: side.other)
+        }
         closeBoth()
     }
 
-    /// The decoder refused a frame (too large, malformed).
-    func protocolError(_ error: any Error, from side: Side) {
-        if let error = error as? NIOWebSocketError, error == .invalidFrameLength {
-            fail(code: .messageTooLarge, reason: "frame larger than \(config.maxMessageSize) bytes")
-        } else {
-            fail(code: .protocolError, reason: "malformed frame")
+    /// The reader refused a frame (too large, malformed).
+    func protocolError(_ failure: WebSocketFrameReader.Failure) {
+        switch failure {
+        case .tooLarge: fail(code: .messageTooLarge, reason: "frame larger than \(config.maxMessageSize) bytes")
+        case .malformed: fail(code: .protocolError, reason: "malformed frame")
         }
     }
 
     func writabilityChanged(of side: Side, writable: Bool) {
-        relays[side.other]?.setReading(writable)
+        endpoint(side.other).tunnel?.setReading(writable)
     }
 
     // MARK: Sending
 
-    private func forward(_ frame: WebSocketFrame, to side: Side) {
-        var frame = frame
-        if side == .upstream {
-            // The encoder masks what it sends: give it the client's payload unmasked, with a
-            // key of the gateway's own (a client's frames stay masked on the wire, RFC 6455 §5.3).
-            frame = WebSocketFrame(fin: frame.fin, rsv1: frame.rsv1, rsv2: frame.rsv2, rsv3: frame.rsv3, opcode: frame.opcode,
-                                   maskKey: .random(), data: frame.unmaskedData, extensionData: frame.unmaskedExtensionData)
-        }
-        guard let relay = relays[side] else {
-            pending[side, default: []].append(frame)
-            return
-        }
-        relay.write(frame)
-        if !relay.isWritable { relays[side.other]?.setReading(false) }
+    private func forward(_ frame: WebSocketFrame, to target: WebSocketEndpoint) {
+        guard let tunnel = target.tunnel else { return }
+        // Toward the upstream a frame is masked with a key of the gateway's own (a client's
+        // frames must not reach the wire as the client masked them, RFC 6455 §10.3).
+        let mask: WebSocketMaskingKey? = target.side == .upstream ? .random() : nil
+        tunnel.write(WebSocketFrameWriter.encode(frame, mask: mask, allocator: tunnel.allocator))
+        if !tunnel.isWritable { endpoint(target.side.other).tunnel?.setReading(false) }
+    }
+
+    private func send(_ opcode: WebSocketOpcode, _ payload: ByteBuffer, to side: Side) {
+        guard let tunnel = endpoint(side).tunnel else { return }
+        let frame = WebSocketFrame(fin: true, opcode: opcode, data: payload)
+        tunnel.write(WebSocketFrameWriter.encode(frame, mask: side == .upstream ? .random() : nil, allocator: tunnel.allocator))
     }
 
     private func sendClose(code: WebSocketErrorCode, reason: String, to side: Side) {
-        guard let relay = relays[side] else { return }
-        var data = relay.allocator.buffer(capacity: 2 + reason.utf8.count)
+        var data = ByteBuffer()
         data.write(webSocketErrorCode: code)
         data.writeString(String(reason.utf8.prefix(123))!)
-        relay.write(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: side == .upstream ? .random() : nil, data: data))
-        relay.flush()
+        send(.connectionClose, data, to: side)
+        endpoint(side).tunnel?.flush()
     }
 
     /// A policy violation: both sides get a close with `code`, then both connections end.
@@ -184,9 +182,12 @@ final class WebSocketSession {
         pingTimer = nil
         drainTimer?.cancel()
         drainTimer = nil
-        for relay in relays.values { relay.closeAfterFlush() }
-        relays = [:]
-        pending = [:]
+        for endpoint in [client, upstream] {
+            let tunnel = endpoint.tunnel
+            endpoint.tunnel = nil
+            endpoint.session = nil
+            tunnel?.close()
+        }
     }
 
     // MARK: Drain
@@ -210,16 +211,15 @@ final class WebSocketSession {
             pingTimer = nil
             guard !closed else { return }
             let now = NIODeadline.now()
-            for side in [Side.client, .upstream] {
-                if pingOutstanding.contains(side) {
+            for endpoint in [client, upstream] {
+                if endpoint.pingOutstanding {
                     // No pong for a whole interval: that side is gone. Dropped without a close
                     // (1006, abnormal); the other side hears "going away".
-                    return lost(side)
+                    return lost(endpoint.side)
                 }
-                if now - lastHeard[side, default: now] >= interval, let relay = relays[side] {
-                    pingOutstanding.insert(side)
-                    relay.write(WebSocketFrame(fin: true, opcode: .ping, maskKey: side == .upstream ? .random() : nil,
-                                               data: Self.pingPayload))
+                if now - endpoint.lastHeard >= interval, endpoint.tunnel != nil {
+                    endpoint.pingOutstanding = true
+                    send(.ping, Self.pingPayload, to: endpoint.side)
                 }
             }
             armPingTimer()
@@ -228,10 +228,11 @@ final class WebSocketSession {
 
     private func lost(_ side: Side) {
         guard !closed else { return }
-        let dead = relays.removeValue(forKey: side)
+        let dead = endpoint(side).tunnel
+        endpoint(side).tunnel = nil
         sendClose(code: .goingAway, reason: "peer did not answer pings", to: side.other)
         closeBoth()
-        dead?.closeAfterFlush()
+        dead?.close()
     }
 
     // MARK: Idle
@@ -247,6 +248,56 @@ final class WebSocketSession {
                 armIdleTimer()
             }
         }
+    }
+}
+
+/// One side of a session: its tunnel, its frame reader, and what the session tracks per side.
+final class WebSocketEndpoint: ByteTunnelDelegate {
+    let side: WebSocketSession.Side
+    /// The tunnels hold their endpoints and the endpoints the session, until it closes.
+    var session: WebSocketSession?
+    var tunnel: (any ByteTunnel)?
+    private var reader: WebSocketFrameReader
+    var utf8 = UTF8Validator()
+    /// The current message is text and must be checked.
+    var checkingText = false
+    var messageBytes = 0
+    var lastHeard = NIODeadline.now()
+    var pingOutstanding = false
+    var closeSeen = false
+
+    init(side: WebSocketSession.Side, maxFrameSize: Int) {
+        self.side = side
+        self.reader = WebSocketFrameReader(maxFrameSize: maxFrameSize)
+    }
+
+    func tunnelRead(_ bytes: ByteBuffer) {
+        guard let session, !session.closed else { return }
+        session.heard(from: self)
+        reader.append(bytes)
+        do {
+            while !session.closed, let frame = try reader.next() {
+                session.received(frame, from: self)
+            }
+        } catch {
+            session.protocolError(error)
+        }
+    }
+
+    func tunnelReadComplete() {
+        session?.readComplete(from: side)
+    }
+
+    func tunnelWritabilityChanged(_ writable: Bool) {
+        session?.writabilityChanged(of: side, writable: writable)
+    }
+
+    func tunnelClosed() {
+        session?.sideClosed(side)
+    }
+
+    func tunnelDraining() {
+        session?.drain()
     }
 }
 
@@ -283,94 +334,8 @@ struct UTF8Validator {
     }
 }
 
-/// The session's hands on one connection: frames in, frames out.
-final class WebSocketRelay: ChannelInboundHandler {
-    typealias InboundIn = WebSocketFrame
-    typealias OutboundOut = WebSocketFrame
-
-    let side: WebSocketSession.Side
-    private let session: WebSocketSession
-    private var context: ChannelHandlerContext?
-    private let attachWhenAdded: Bool
-
-    /// `attachWhenAdded` false: the caller attaches it once nothing between it and the socket
-    /// would choke on a frame (the upstream's HTTP response decoder, which watches writes, is
-    /// removed a tick later). Frames for it wait in the session until then.
-    init(side: WebSocketSession.Side, session: WebSocketSession, attachWhenAdded: Bool = true) {
-        self.side = side
-        self.session = session
-        self.attachWhenAdded = attachWhenAdded
-    }
-
-    var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
-    var isWritable: Bool { context?.channel.isWritable ?? true }
-    var isActive: Bool { context?.channel.isActive ?? false }
-
-    private var flushScheduled = false
-
-    /// Written now, flushed once per loop tick (or at the source's read-complete, if sooner):
-    /// a burst of frames leaves in one write, and frames that arrive outside a read cycle (the
-    /// ones that came with a handshake) are not left waiting.
-    func write(_ frame: WebSocketFrame) {
-        guard let context else { return }
-        context.write(wrapOutboundOut(frame), promise: nil)
-        guard !flushScheduled else { return }
-        flushScheduled = true
-        context.eventLoop.assumeIsolated().execute { [self] in flush() }
-    }
-
-    func flush() {
-        flushScheduled = false
-        context?.flush()
-    }
-
-    func setReading(_ reading: Bool) {
-        guard let context else { return }
-        _ = context.channel.setOption(ChannelOptions.autoRead, value: reading)
-        if reading { context.read() }
-    }
-
-    func closeAfterFlush() {
-        guard let context else { return }
-        context.flush()
-        context.close(promise: nil)
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-        if attachWhenAdded { session.attach(self) }
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        session.received(unwrapInboundIn(data), from: side)
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        session.readComplete(from: side)
-    }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        session.writabilityChanged(of: side, writable: context.channel.isWritable)
-        context.fireChannelWritabilityChanged()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        self.context = nil
-        session.sideClosed(side)
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        session.protocolError(error, from: side)
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelShouldQuiesceEvent { session.drain() }
-        context.fireUserInboundEventTriggered(event)
-    }
-}
-
 @available(*, unavailable)
 extension WebSocketSession: Sendable {}
 
 @available(*, unavailable)
-extension WebSocketRelay: Sendable {}
+extension WebSocketEndpoint: Sendable {}

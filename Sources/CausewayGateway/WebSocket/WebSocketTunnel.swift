@@ -43,8 +43,10 @@ final class WebSocketTunnel: ResponseProducer {
             exchange.fail(error)
             return
         }
+        let overHTTP2 = WebSocketHandshake.isExtendedConnect(exchange.request)
         // Bytes after the head belong to the tunnel; a body there could not be told from frames.
-        guard exchange.requestBodyLength == 0 else {
+        // (Over HTTP/2 the stream's DATA is the tunnel.)
+        guard overHTTP2 || exchange.requestBodyLength == 0 else {
             exchange.fail(.badRequest("a WebSocket upgrade has no body"))
             return
         }
@@ -61,11 +63,17 @@ final class WebSocketTunnel: ResponseProducer {
         let endpoint = cluster.pools[index].endpoint
         var request = ProxyTask.upstreamRequest(for: exchange, route: route)
         if request.authority == nil { request.authority = endpoint.label }
+        // Always an HTTP/1.1 upgrade upstream; an RFC 8441 stream's CONNECT becomes a GET with
+        // a key of the gateway's own (the client's stream has none).
+        request.method = .get
+        request.extendedConnectProtocol = nil
         request.headerFields[.connection] = "Upgrade"
         request.headerFields[.upgrade] = "websocket"
+        if overHTTP2 { request.headerFields[WebSocketHandshake.key] = WebSocketHandshake.newKey() }
+        let key = request.headerFields[WebSocketHandshake.key] ?? ""
         offered = WebSocketHandshake.offeredProtocols(exchange.request, allowed: config.subprotocols)
         request.headerFields[WebSocketHandshake.protocolField] = offered.isEmpty ? nil : offered.joined(separator: ", ")
-        expectedAccept = WebSocketHandshake.acceptValue(for: exchange.request.headerFields[WebSocketHandshake.key] ?? "")
+        expectedAccept = WebSocketHandshake.acceptValue(for: key)
         let loop = exchange.eventLoop
         let tunnel = NIOLoopBound(self, eventLoop: loop)
         let upstreamName = cluster.name
@@ -134,45 +142,37 @@ final class WebSocketTunnel: ResponseProducer {
         handshakeTimer?.cancel()
         handshakeTimer = nil
         let session = WebSocketSession(config: config, drainTimeout: drainTimeout, eventLoop: exchange.eventLoop)
-        let maxFrame = config.maxMessageSize
         finished = true
         exchange.responseProducer = nil
-        let switched = exchange.upgrade(response) { context in
-            let sync = context.pipeline.syncOperations
-            let relay = WebSocketRelay(side: .client, session: session)
-            try sync.addHandler(relay, position: .after(context.handler))
-            try sync.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrame)), position: .after(context.handler))
-            try sync.addHandler(WebSocketFrameEncoder(), position: .after(context.handler))
-        }
-        guard switched else {
+        guard let clientTunnel = exchange.upgrade(response) else {
             upstream.close(promise: nil)
             exchange.fail(.badRequest("WebSocket over this connection is not offered"))
             return
         }
-        // The upstream side: frames from here on; the response decoder goes last and forwards
-        // any frame bytes that came with the 101.
+        // The upstream side: bytes from here on. The response decoder goes last and forwards
+        // any frame bytes that came with the 101; until it is gone (it watches writes), the
+        // tunnel holds what is written to it.
+        let upstreamTunnel = ChannelByteTunnel(ready: false)
         do {
             let sync = upstream.pipeline.syncOperations
             let decoder = try sync.context(handlerType: ByteToMessageHandler<HTTPResponseDecoder>.self)
-            try sync.removeHandler(context: sync.context(handlerType: HTTP1RequestWriter.self))
-            try sync.addHandler(WebSocketFrameEncoder(), position: .after(upstream.handler))
-            try sync.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrame)), position: .after(upstream.handler))
-            let relay = WebSocketRelay(side: .upstream, session: session, attachWhenAdded: false)
-            try sync.addHandler(relay, position: .last)
+            _ = try sync.removeHandler(context: sync.context(handlerType: HTTP1RequestWriter.self))
+            try sync.addHandler(upstreamTunnel, position: .last)
             sync.removeHandler(context: upstream, promise: nil)
             let removed = upstream.eventLoop.makePromise(of: Void.self)
             sync.removeHandler(context: decoder, promise: removed)
             removed.futureResult.assumeIsolated().whenComplete { result in
-                guard case .success = result, relay.isActive else {
+                guard case .success = result, upstreamTunnel.isActive else {
                     session.sideClosed(.upstream)  // gone while switching: the client hears 1011
                     return
                 }
-                session.attach(relay)
+                upstreamTunnel.becameReady()
             }
         } catch {
             upstream.close(promise: nil)
         }
-        session.flushAll()
+        session.attach(clientTunnel, as: .client)
+        session.attach(upstreamTunnel, as: .upstream)
     }
 
     fileprivate func upstreamFailed(_ error: any Error) {

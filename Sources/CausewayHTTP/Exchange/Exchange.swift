@@ -322,18 +322,18 @@ public final class Exchange {
     }
 
     /// Switches protocols: the response phase runs over `response` (a 101), the downstream
-    /// writes it and hands its connection to `install`, and the exchange is complete. False
-    /// when the downstream cannot (nothing was sent; answer otherwise).
-    public func upgrade(_ response: HTTPResponse, install: @escaping (ChannelHandlerContext) throws -> Void) -> Bool {
-        guard responseState == .pending, let downstream else { return false }
+    /// writes it and hands over its connection (or HTTP/2 stream) as a byte tunnel, and the
+    /// exchange is complete. nil when the downstream cannot (nothing was sent; answer otherwise).
+    public func upgrade(_ response: HTTPResponse) -> (any ByteTunnel)? {
+        guard responseState == .pending, let downstream else { return nil }
         var response = response
         runResponseHeadFilters(&response)
-        guard downstream.takeOver(response, install: install) else { return false }
+        guard let tunnel = downstream.takeOver(response) else { return nil }
         responseState = .complete
         responseStatus = response.status
         attributes.timings.responseStarted = .now()
         release()
-        return true
+        return tunnel
     }
 
     /// The response phase for a head, filters backwards.

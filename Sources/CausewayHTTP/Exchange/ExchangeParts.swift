@@ -23,14 +23,14 @@ public protocol ExchangeDownstream: AnyObject {
     /// Start or stop delivering request body parts: backpressure toward the client.
     func setRequestBodyDemand(_ demand: Bool)
     var isWritable: Bool { get }
-    /// Answers with `response` (a 101) and gives the connection to `install`, which puts a
-    /// protocol of its own (WebSocket frames) where HTTP was. False when this downstream cannot
-    /// (HTTP/2 streams); nothing is written then.
-    func takeOver(_ response: HTTPResponse, install: @escaping (ChannelHandlerContext) throws -> Void) -> Bool
+    /// Answers with `response` (a 101; an HTTP/2 stream sends 200) and hands over the
+    /// connection or stream as a byte tunnel for the protocol switched to. nil when this
+    /// downstream cannot (nothing is written then).
+    func takeOver(_ response: HTTPResponse) -> (any ByteTunnel)?
 }
 
 extension ExchangeDownstream {
-    public func takeOver(_ response: HTTPResponse, install: @escaping (ChannelHandlerContext) throws -> Void) -> Bool { false }
+    public func takeOver(_ response: HTTPResponse) -> (any ByteTunnel)? { nil }
 }
 
 /// Takes the request body as it arrives (an upstream connection, a buffering handler).

@@ -433,12 +433,12 @@ extension DownstreamHTTP1Handler: ExchangeDownstream {
         context?.close(promise: nil)
     }
 
-    public func takeOver(_ response: HTTPResponse, install: @escaping (ChannelHandlerContext) throws -> Void) -> Bool {
+    public func takeOver(_ response: HTTPResponse) -> (any ByteTunnel)? {
         // The request's own end part may be held (a bodyless request ended with its head); the
         // decoder passes nothing after an upgrade request, so anything else means no switch.
         guard let context, requestEnded,
             held.allSatisfy({ if case .part(.end) = $0 { true } else { false } })
-        else { return false }
+        else { return nil }
         held.removeAll()
         heldBytes = 0
         var bytes = context.channel.allocator.buffer(capacity: 256)
@@ -447,21 +447,21 @@ extension DownstreamHTTP1Handler: ExchangeDownstream {
         exchange = nil
         timerTask?.cancel()
         timerTask = nil
-        // The HTTP handlers leave; the new protocol's handlers go in after this one. The request
-        // decoder goes last: it forwards what the client sent after its request (its first
-        // frames) to them.
+        // The HTTP handlers leave; the tunnel goes in after this one. The request decoder goes
+        // last: it forwards what the client sent after its request (its first frames).
+        let tunnel = ChannelByteTunnel()
         let sync = context.pipeline.syncOperations
         do {
             try sync.removeHandler(context: sync.context(handlerType: HTTP1ResponseWriter.self))
             try sync.removeHandler(context: sync.context(handlerType: ByteArrivalObserver.self))
-            try install(context)
+            try sync.addHandler(tunnel, position: .after(context.handler))
             let decoder = try sync.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self)
             sync.removeHandler(context: context, promise: nil)
             sync.removeHandler(context: decoder, promise: nil)
         } catch {
             context.close(promise: nil)
         }
-        return true
+        return tunnel
     }
 
     public func setRequestBodyDemand(_ demand: Bool) {

@@ -138,6 +138,7 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
                 stream.exchange = nil
                 exchange.downstreamClosed()
             }
+            stream.tunnelEnded()
         }
         context.fireChannelInactive()
     }
@@ -145,7 +146,7 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
             for stream in streams.values where !stream.reportedUnwritable {
-                stream.exchange?.downstreamWritabilityChanged(true)
+                stream.notifyWritable()
             }
         }
         context.fireChannelWritabilityChanged()
@@ -157,6 +158,8 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
             closing = true
             session?.goAway()
             flush()
+            // Tunnels (WebSockets) close themselves with a goodbye before drain_timeout ends.
+            for stream in streams.values { stream.tunnelDelegate?.tunnelDraining() }
             closeIfDone()
             return
         }
@@ -170,6 +173,7 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
     // MARK: Sending
 
     var isChannelWritable: Bool { context?.channel.isWritable ?? false }
+    var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
 
     /// Sends every pending frame in one write, unless nghttp2 is mid-callback.
     func flush() {
@@ -299,6 +303,7 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
             case ":scheme": stream.scheme = valueText
             case ":authority": stream.authority = valueText
             case ":path": stream.path = valueText
+            case ":protocol": stream.connectProtocol = valueText  // nghttp2 allows it only with CONNECT
             default: stream.invalid = true
             }
         } else if let fieldName = HTTPField.Name(nameText) {
@@ -333,8 +338,15 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
             return
         }
         if method == .connect {
-            exchange.requestID = RequestID.generate()
-            exchange.fail(.connectNotSupported)
+            // RFC 8441: an extended CONNECT for a WebSocket opens a tunnel stream; its DATA is
+            // the WebSocket's bytes, so no body timeout applies. Plain CONNECT is not offered.
+            guard let name = stream.connectProtocol, name.lowercased() == "websocket", !endStream else {
+                exchange.requestID = RequestID.generate()
+                exchange.fail(.connectNotSupported)
+                return
+            }
+            exchange.request.extendedConnectProtocol = name
+            handler.handle(exchange)
             return
         }
         exchange.enforceBodyTimeout(configuration.bodyTimeout)
@@ -352,6 +364,17 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
 
     public func sessionData(streamID: Int32, bytes: UnsafeBufferPointer<UInt8>) {
         guard let stream = streams[streamID] else { return }
+        if stream.connectProtocol != nil {
+            var buffer = context!.channel.allocator.buffer(capacity: bytes.count)
+            buffer.writeBytes(bytes)
+            if stream.wantsBody && stream.tunnelled {
+                session?.consume(streamID: streamID, bytes: bytes.count)
+            } else {
+                stream.unconsumed += bytes.count
+            }
+            stream.tunnelData(buffer)
+            return
+        }
         if let exchange = stream.exchange, exchange.responseState != .complete {
             var buffer = context!.channel.allocator.buffer(capacity: bytes.count)
             buffer.writeBytes(bytes)
@@ -365,7 +388,12 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
     }
 
     public func sessionEndStream(streamID: Int32) {
-        streams[streamID]?.exchange?.receiveRequestEnd(nil)
+        guard let stream = streams[streamID] else { return }
+        if stream.connectProtocol != nil {
+            stream.tunnelEnded()  // END_STREAM on a tunnel is the peer's close (a TCP FIN)
+        } else {
+            stream.exchange?.receiveRequestEnd(nil)
+        }
     }
 
     public func sessionStreamClosed(streamID: Int32, errorCode: UInt32) {
@@ -376,6 +404,7 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
             stream.exchange = nil
             exchange.downstreamClosed()
         }
+        stream.tunnelEnded()
         if closing && streams.isEmpty {
             afterSend { [weak self] in self?.closeIfDone() }
         }
@@ -383,6 +412,14 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
 
     public func sessionReadData(streamID: Int32, into target: UnsafeMutableRawBufferPointer) -> (count: Int, end: Bool, trailers: Bool)? {
         guard let stream = streams[streamID], let result = stream.read(into: target) else { return nil }
+        if result.end && stream.tunnelled && !stream.remoteEnded {
+            // The tunnel ended its side: once END_STREAM has left, the client's half is reset
+            // with NO_ERROR, so a peer that never ends its own does not hold the stream.
+            afterSend { [weak self, weak stream] in
+                guard let self, let stream, streams[streamID] === stream else { return }
+                reset(stream, code: NGHTTP2_NO_ERROR)
+            }
+        }
         // Trailers nghttp2 refuses must not leave the stream open waiting for them: END_STREAM
         // goes with the data instead.
         let trailersSent = result.trailers.map { trailers in

@@ -24,6 +24,15 @@ final class HTTP2StreamDownstream {
     var invalid = false
     var wantsBody = true
     var unconsumed = 0
+    /// `:protocol` of an extended CONNECT (RFC 8441).
+    var connectProtocol: String?
+
+    // Tunnel: the stream after an extended CONNECT was answered (a WebSocket)
+    var tunnelled = false
+    var tunnelDelegate: (any ByteTunnelDelegate)?
+    /// DATA that came before the tunnel was attached.
+    var early: [ByteBuffer] = []
+    var remoteEnded = false
 
     // Response side
     /// Response chunks not yet pulled by nghttp2.
@@ -50,10 +59,28 @@ final class HTTP2StreamDownstream {
         let count = pending.pop(into: target)
         if reportedUnwritable && pending.bytes < Self.lowWater {
             reportedUnwritable = false
-            connection.afterSend { [weak self] in self?.exchange?.downstreamWritabilityChanged(true) }
+            connection.afterSend { [weak self] in self?.notifyWritable() }
         }
         let end = responseEnded && pending.bytes == 0
         return (count, end, end ? responseTrailers : nil)
+    }
+
+    func notifyWritable() {
+        exchange?.downstreamWritabilityChanged(true)
+        tunnelDelegate?.tunnelWritabilityChanged(true)
+    }
+
+    /// DATA on a tunnel stream: to the tunnel, or kept (and its window with it) until attached.
+    func tunnelData(_ bytes: ByteBuffer) {
+        if let tunnelDelegate { tunnelDelegate.tunnelRead(bytes) } else { early.append(bytes) }
+    }
+
+    /// The client reset the stream, ended its side, or the connection went.
+    func tunnelEnded() {
+        remoteEnded = true
+        let delegate = tunnelDelegate
+        tunnelDelegate = nil
+        delegate?.tunnelClosed()
     }
 }
 
@@ -109,6 +136,22 @@ extension HTTP2StreamDownstream: ExchangeDownstream {
 
     var isWritable: Bool { !reportedUnwritable && connection.isChannelWritable }
 
+    /// RFC 8441 §5: the extended CONNECT is answered 200 (the HTTP/1.1 101's headers less the
+    /// handshake's own), the stream stays open, and its DATA carries the new protocol's bytes.
+    func takeOver(_ response: HTTPResponse) -> (any ByteTunnel)? {
+        guard connectProtocol != nil, !responseEnded, exchange != nil else { return nil }
+        var out: [(String, String)] = []
+        for field in response.headerFields where !Self.connectionSpecific.contains(field.name) {
+            guard field.name.canonicalName != "sec-websocket-accept" else { continue }
+            out.append((field.name.canonicalName, field.value))
+        }
+        connection.submitResponse(self, status: 200, fields: out, hasBody: true)
+        exchange = nil
+        tunnelled = true
+        connection.flush()
+        return self
+    }
+
     private func resumeIfDeferred() {
         if deferred {
             deferred = false
@@ -120,6 +163,48 @@ extension HTTP2StreamDownstream: ExchangeDownstream {
     static let connectionSpecific: Set<HTTPField.Name> = [
         .connection, .transferEncoding, .upgrade, .te, HTTPField.Name("keep-alive")!, HTTPField.Name("proxy-connection")!,
     ]
+}
+
+extension HTTP2StreamDownstream: ByteTunnel {
+    var allocator: ByteBufferAllocator { connection.allocator }
+
+    func attach(_ delegate: any ByteTunnelDelegate) {
+        let early = self.early
+        self.early = []
+        if remoteEnded {
+            delegate.tunnelClosed()
+            return
+        }
+        tunnelDelegate = delegate
+        for bytes in early { delegate.tunnelRead(bytes) }
+        if !early.isEmpty { delegate.tunnelReadComplete() }
+        if wantsBody && unconsumed > 0 {
+            connection.consume(self, bytes: unconsumed)
+            unconsumed = 0
+        }
+    }
+
+    func write(_ bytes: ByteBuffer) {
+        writeResponseBody(bytes)
+    }
+
+    func flush() {
+        connection.flush()
+    }
+
+    func setReading(_ reading: Bool) {
+        setRequestBodyDemand(reading)
+    }
+
+    /// END_STREAM after what is pending; the connection resets the client's half with
+    /// NO_ERROR once that has left, if the client has not ended it (RFC 9113 §8.1).
+    func close() {
+        guard !responseEnded else { return }
+        responseEnded = true
+        tunnelDelegate = nil
+        resumeIfDeferred()
+        connection.flush()
+    }
 }
 
 @available(*, unavailable)
