@@ -18,7 +18,11 @@ python3 Tests/Scripts/hostile_suite.py .build/debug/causeway
 # Reload under load (docs/operations.md): 100 reloads during 20 s of wrk, zero failed
 # requests, event streams over HTTP/1.1 and HTTP/2 open throughout, a broken config refused.
 python3 Tests/Scripts/reload_suite.py .build/debug/causeway
-# WebSocket through the gateway with Python websockets clients and upstream (docs/websocket.md).
+# WebSocket through the gateway: Python websockets clients over HTTP/1.1 and TLS, and an h2
+# client for RFC 8441 over h2c and TLS (docs/websocket.md).
 python3 Tests/Scripts/websocket_suite.py .build/debug/causeway
+# Event-stream fan-out: one subscription shared, replay, slow clients dropped, reconnects, and
+# 10,000 clients on one subscription with memory per client (docs/sse.md).
+python3 Tests/Scripts/sse_fanout_suite.py .build/debug/causeway
 # libFuzzer smoke run (60 s per harness; longer runs: Tests/Fuzz/run.sh 1800).
 CAUSEWAY_FUZZ_SMOKE=1 Tests/Fuzz/run.sh "${CAUSEWAY_FUZZ_SECONDS:-60}"

@@ -87,17 +87,14 @@ extension GatewayConfigReader {
         return routes
     }
 
-    /// `routes[].sse`. `fanout` (one upstream subscription shared by every client) is not built
-    /// yet: `fanout: true` is refused rather than silently ignored.
+    /// `routes[].sse`.
     private func readSSE(_ node: Node, _ path: String) -> SSEConfig {
         var sse = SSEConfig()
         guard let fields = reader.mapping(node, path, allowed: ["heartbeat", "idle_timeout", "fanout", "replay"]) else { return sse }
         if let (n, p) = fields["heartbeat"], let value = reader.duration(n, p) { sse.heartbeat = value == .zero ? nil : value }
         if let (n, p) = fields["idle_timeout"], let value = reader.duration(n, p) { sse.idleTimeout = value == .zero ? nil : value }
-        if let (n, p) = fields["fanout"], let value = reader.bool(n, p), value {
-            reader.fail(n, p, "fan-out event streams are not available yet; remove sse.fanout or set it to false")
-        }
-        if let (n, p) = fields["replay"] { _ = reader.int(n, p, range: 0...100_000) }
+        if let (n, p) = fields["fanout"], let value = reader.bool(n, p) { sse.fanout = value }
+        if let (n, p) = fields["replay"], let value = reader.int(n, p, range: 0...100_000) { sse.replay = value }
         return sse
     }
 

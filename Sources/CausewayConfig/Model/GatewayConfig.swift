@@ -236,10 +236,16 @@ public struct SSEConfig: Sendable, Equatable {
     public var heartbeat: Duration? = .seconds(15)
     /// No upstream bytes for this long ends the stream; nil = never (the default).
     public var idleTimeout: Duration?
+    /// One upstream subscription per URL (and forwarded identity), shared by every client.
+    public var fanout = false
+    /// Fan-out: the last this many events are kept to resume a client by `Last-Event-ID`.
+    public var replay = 100
 
-    public init(heartbeat: Duration? = .seconds(15), idleTimeout: Duration? = nil) {
+    public init(heartbeat: Duration? = .seconds(15), idleTimeout: Duration? = nil, fanout: Bool = false, replay: Int = 100) {
         self.heartbeat = heartbeat
         self.idleTimeout = idleTimeout
+        self.fanout = fanout
+        self.replay = replay
     }
 }
 

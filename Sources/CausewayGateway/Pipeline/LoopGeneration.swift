@@ -91,6 +91,8 @@ final class LoopRoute: RequestFiltersPassed {
     let filters: [any HTTPFilter]
     private let ownFiltersStart: Int
     let handler: Handler
+    /// `sse.fanout`: GETs share one upstream event stream per URL (and identity).
+    private let fanout: FanoutHub?
 
     /// For tunnels, which close themselves just before a drain ends.
     private let drainTimeout: TimeAmount
@@ -105,10 +107,13 @@ final class LoopRoute: RequestFiltersPassed {
         case .proxy(let upstream):
             let deadlines = plan.route.config.timeout.map { UpstreamDeadlines(timeout: TimeAmount($0), eventLoop: eventLoop) }
             handler = .proxy(clusters[upstream], upstream: upstream, deadlines: deadlines)
+            let sse = plan.route.config.sse
+            fanout = sse.fanout ? clusters[upstream].map { FanoutHub(route: plan.route, cluster: $0, config: sse, deadlines: deadlines) } : nil
         case .graphql(let graphql):
             let transport = GatewayRestTransport(eventLoop: eventLoop, clusters: clusters,
                                                  timeout: TimeAmount(graphql.config.upstreamTimeout))
             handler = .graphql(graphql, transport, GraphQLDocumentCache(capacity: graphql.config.cacheSize))
+            fanout = nil
         }
     }
 
@@ -138,6 +143,10 @@ final class LoopRoute: RequestFiltersPassed {
                 }
                 WebSocketTunnel(exchange: exchange, route: route, cluster: cluster, config: websocket,
                                 drainTimeout: drainTimeout).start()
+                return
+            }
+            if let fanout, exchange.request.method == .get {
+                fanout.join(exchange)
                 return
             }
             ProxyTask(exchange: exchange, route: route, cluster: cluster, deadlines: deadlines).start()

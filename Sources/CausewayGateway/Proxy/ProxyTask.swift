@@ -126,13 +126,7 @@ extension ProxyTask: UpstreamExchangeDelegate {
                 return
             }
         }
-        let error: GatewayError = switch failure.kind {
-        case .timeout: .upstreamTimeout(failure.message)
-        case .unavailable: .upstreamUnavailable(failure.message)
-        case .overloaded: .upstreamOverloaded(failure.message)
-        case .invalidResponse: .upstreamInvalidResponse(failure.message)
-        }
-        exchange.fail(error)
+        exchange.fail(GatewayError(failure))
     }
 
     func upstreamWritabilityChanged(_ writable: Bool) {
@@ -214,3 +208,15 @@ extension ProxyTask {
 
 @available(*, unavailable)
 extension ProxyTask: Sendable {}
+
+extension GatewayError {
+    /// What a client hears when its upstream gave no (complete) answer.
+    init(_ failure: UpstreamFailure) {
+        self = switch failure.kind {
+        case .timeout: .upstreamTimeout(failure.message)
+        case .unavailable: .upstreamUnavailable(failure.message)
+        case .overloaded: .upstreamOverloaded(failure.message)
+        case .invalidResponse: .upstreamInvalidResponse(failure.message)
+        }
+    }
+}

@@ -1,0 +1,86 @@
+import NIOCore
+import NIOWebSocket
+import Testing
+
+@testable import CausewayGateway
+
+@Suite struct EventSplitterTests {
+    /// Feeds `chunks` and returns every event's text and id.
+    func split(_ chunks: [String]) throws -> [(String, String?, Bool)] {
+        var splitter = EventSplitter()
+        var out: [(String, String?, Bool)] = []
+        for chunk in chunks {
+            for event in try splitter.feed(ByteBuffer(string: chunk)) {
+                out.append((String(buffer: event.bytes), event.id, event.isComment))
+            }
+        }
+        return out
+    }
+
+    @Test func eventsEndAtABlankLineInEveryLineEndingAndAnySplit() throws {
+        let stream = "id: 1\ndata: a\n\n: ping\r\n\r\nid: 2\r\ndata: b\r\rdata: no id\n\n"
+        let whole = try split([stream])
+        #expect(whole.map(\.0) == ["id: 1\ndata: a\n\n", ": ping\r\n\r", "\nid: 2\r\ndata: b\r\r", "data: no id\n\n"])
+        #expect(whole.map(\.0).joined() == stream, "every byte passed on, in order")
+        #expect(whole.map(\.1) == ["1", nil, "2", nil])
+        #expect(whole.map(\.2) == [false, true, false, false])
+        // One byte at a time: the same events (a CRLF split across chunks is one line end).
+        let bytewise = try split(stream.map { String($0) })
+        #expect(bytewise.map(\.1) == whole.map(\.1))
+        #expect(bytewise.map(\.0).joined() == stream)
+        #expect(try split(["data: half"]).isEmpty, "no blank line yet: no event")
+        #expect(try split(["\n\n\r\n"]).isEmpty, "blank lines alone are not events")
+    }
+
+    @Test func anEventLargerThanTheLimitIsRefusedNotBuffered() throws {
+        var splitter = EventSplitter()
+        let big = ByteBuffer(repeating: UInt8(ascii: "x"), count: EventSplitter.maxEventSize + 1)
+        #expect(throws: EventSplitter.Failure.self) { try splitter.feed(big) }
+    }
+}
+
+@Suite struct WebSocketFrameTests {
+    func read(_ bytes: [UInt8], max: Int = 1 << 20) throws -> [WebSocketFrame] {
+        var reader = WebSocketFrameReader(maxFrameSize: max)
+        var frames: [WebSocketFrame] = []
+        for byte in bytes {  // one byte at a time: every partial state is exercised
+            reader.append(ByteBuffer(bytes: [byte]))
+            while let frame = try reader.next() { frames.append(frame) }
+        }
+        return frames
+    }
+
+    @Test func aClientFrameGoesUpstreamRemaskedWithTheSamePayload() throws {
+        for length in [0, 5, 125, 126, 65535, 65536, 70000] {
+            let payload = ByteBuffer(bytes: (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+            let clientKey = WebSocketMaskingKey.random()
+            var masked = payload
+            masked.webSocketMask(clientKey)
+            let frame = WebSocketFrame(fin: true, rsv1: true, opcode: .binary, maskKey: clientKey, data: masked)
+            let gatewayKey = WebSocketMaskingKey.random()
+            let wire = WebSocketFrameWriter.encode(frame, mask: gatewayKey, allocator: ByteBufferAllocator())
+            let parsed = try #require(try read(Array(wire.readableBytesView)).first)
+            #expect(parsed.maskKey == gatewayKey && parsed.rsv1 && parsed.fin && parsed.opcode == .binary)
+            #expect(parsed.unmaskedData == payload, "length \(length)")
+            // Toward a client: unmasked, as the server sent it.
+            let down = WebSocketFrameWriter.encode(WebSocketFrame(fin: false, opcode: .text, data: payload), mask: nil,
+                                                   allocator: ByteBufferAllocator())
+            let back = try #require(try read(Array(down.readableBytesView)).first)
+            #expect(back.maskKey == nil && !back.fin && back.data == payload)
+        }
+    }
+
+    @Test func hostileHeadersAreRefusedFromTheHeader() {
+        // 2^63 and more: the top bit of a 64-bit length is not allowed.
+        #expect(throws: WebSocketFrameReader.Failure.malformed) { try read([0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 0]) }
+        // Larger than the limit: refused before the payload is waited for.
+        #expect(throws: WebSocketFrameReader.Failure.tooLarge) { try read([0x82, 0x7F, 0, 0, 0, 1, 0, 0, 0, 0], max: 1024) }
+        #expect(throws: WebSocketFrameReader.Failure.tooLarge) { try read([0x82, 0x7E, 0x04, 0x01], max: 1024) }
+        // A control frame that is fragmented, or longer than 125 bytes.
+        #expect(throws: WebSocketFrameReader.Failure.malformed) { try read([0x09, 0x00]) }
+        #expect(throws: WebSocketFrameReader.Failure.malformed) { try read([0x89, 0x7E, 0x00, 0x7E]) }
+        // Reserved opcodes.
+        #expect(throws: WebSocketFrameReader.Failure.malformed) { try read([0x83, 0x00]) }
+        #expect(throws: WebSocketFrameReader.Failure.malformed) { try read([0x8B, 0x00]) }
+    }
+}
