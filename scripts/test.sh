@@ -21,6 +21,9 @@ python3 Tests/Scripts/reload_suite.py .build/debug/causeway
 # WebSocket through the gateway: Python websockets clients over HTTP/1.1 and TLS, and an h2
 # client for RFC 8441 over h2c and TLS (docs/websocket.md).
 python3 Tests/Scripts/websocket_suite.py .build/debug/causeway
+# WebSocket memory: 10,000 idle WebSockets (as many as the open-file limit allows) with memory
+# per connection, and 1 GiB through one WebSocket to a slow reader with RSS growth < 64 MiB.
+python3 Tests/Scripts/websocket_scale.py .build/debug/causeway
 # Event-stream fan-out: one subscription shared, replay, slow clients dropped, reconnects, and
 # 10,000 clients on one subscription with memory per client (docs/sse.md).
 python3 Tests/Scripts/sse_fanout_suite.py .build/debug/causeway

@@ -67,6 +67,7 @@ struct Run: AsyncParsableCommand {
 func serve(_ config: GatewayConfig, configPath: String?, logger: Logger,
            afterStart: (GatewayServer) async throws -> Void = { _ in }) async throws {
     let signals = ShutdownSignals()
+    raiseOpenFileLimit(logger: logger)
     let server: GatewayServer
     do {
         server = try GatewayServer(config: config, configPath: configPath, logger: logger)

@@ -106,3 +106,16 @@ struct LineLogHandler: LogHandler {
         FileHandle.standardError.write(Data(line.utf8))
     }
 }
+
+/// Every proxied WebSocket or event stream holds two sockets (client and upstream), so the
+/// usual soft limit of 1,024 open files caps a gateway at a few hundred. The soft limit is
+/// raised to the hard one at start, as nginx's `worker_rlimit_nofile` and Go's runtime do.
+func raiseOpenFileLimit(logger: Logger) {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    let previous = limit.rlim_cur
+    limit.rlim_cur = limit.rlim_max
+    if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+        logger.info("open file limit raised", metadata: ["from": "\(previous)", "to": "\(limit.rlim_max)"])
+    }
+}

@@ -93,6 +93,8 @@ final class LoopRoute: RequestFiltersPassed {
     let handler: Handler
     /// `sse.fanout`: GETs share one upstream event stream per URL (and identity).
     private let fanout: FanoutHub?
+    /// The idle and ping timers of this route's WebSockets on this loop.
+    private let websockets: WebSocketKeeper?
 
     /// For tunnels, which close themselves just before a drain ends.
     private let drainTimeout: TimeAmount
@@ -101,6 +103,7 @@ final class LoopRoute: RequestFiltersPassed {
          eventLoop: any EventLoop) {
         route = plan.route
         self.drainTimeout = drainTimeout
+        websockets = plan.route.config.websocket.map { WebSocketKeeper(config: $0, eventLoop: eventLoop) }
         filters = globalFilters + plan.filters.map { $0.makeFilter(on: eventLoop) }
         ownFiltersStart = globalFilters.count
         switch plan.handler {
@@ -137,11 +140,11 @@ final class LoopRoute: RequestFiltersPassed {
         case .proxy(let cluster?, _, let deadlines):
             if WebSocketHandshake.isUpgrade(exchange.request) {
                 // Refused unless the route says so: the upstream never sees an unwanted upgrade.
-                guard let websocket = route.config.websocket else {
+                guard let websocket = route.config.websocket, let keeper = websockets else {
                     exchange.fail(.badRequest("WebSocket upgrades are not enabled on this route"))
                     return
                 }
-                WebSocketTunnel(exchange: exchange, route: route, cluster: cluster, config: websocket,
+                WebSocketTunnel(exchange: exchange, route: route, cluster: cluster, config: websocket, keeper: keeper,
                                 drainTimeout: drainTimeout).start()
                 return
             }

@@ -30,6 +30,7 @@ struct EventSplitter {
             pending = chunk
             scanned = 0
         } else {
+            pending!.discardReadBytes()  // only the partial event is kept
             pending!.writeImmutableBuffer(chunk)
         }
         var events: [Event] = []

@@ -26,6 +26,9 @@ struct WebSocketFrameReader {
         if buffer == nil || buffer!.readableBytes == 0 {
             buffer = bytes
         } else {
+            // Only the partial frame is kept: what was read before it goes (a stream that never
+            // ends on a frame boundary must not grow this buffer forever).
+            buffer!.discardReadBytes()
             buffer!.writeImmutableBuffer(bytes)
         }
     }

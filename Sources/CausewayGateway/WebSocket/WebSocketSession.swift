@@ -33,23 +33,25 @@ final class WebSocketSession {
     private let eventLoop: any EventLoop
     private let client: WebSocketEndpoint
     private let upstream: WebSocketEndpoint
-    private var pingTimer: Scheduled<Void>?
+    /// Runs `tick` for idle and ping checks (one sweep per route per loop, no timer of its own).
+    private let keeper: WebSocketKeeper
+    /// This session's place in the keeper's list.
+    var keeperIndex: Int?
     private var drainTimer: Scheduled<Void>?
-    private var idleTimer: Scheduled<Void>?
     private var lastFrame = NIODeadline.now()
     private(set) var closed = false
     static let pingPayload = ByteBuffer(string: "causeway")
 
-    init(config: WebSocketConfig, drainTimeout: TimeAmount, eventLoop: any EventLoop) {
+    init(config: WebSocketConfig, drainTimeout: TimeAmount, keeper: WebSocketKeeper) {
         self.config = config
         self.drainTimeout = drainTimeout
-        self.eventLoop = eventLoop
+        self.eventLoop = keeper.eventLoop
+        self.keeper = keeper
         client = WebSocketEndpoint(side: .client, maxFrameSize: config.maxMessageSize)
         upstream = WebSocketEndpoint(side: .upstream, maxFrameSize: config.maxMessageSize)
         client.session = self
         upstream.session = self
-        armIdleTimer()
-        armPingTimer()
+        keeper.add(self)
     }
 
     private func endpoint(_ side: Side) -> WebSocketEndpoint { side == .client ? client : upstream }
@@ -99,8 +101,8 @@ final class WebSocketSession {
             if frame.fin { source.messageBytes = 0 }
         case .connectionClose:
             source.closeSeen = true
-        case .pong where source.pingOutstanding && frame.unmaskedData == Self.pingPayload:
-            source.pingOutstanding = false  // the answer to the gateway's own ping: not passed on
+        case .pong where source.pingSent != nil && frame.unmaskedData == Self.pingPayload:
+            source.pingSent = nil  // the answer to the gateway's own ping: not passed on
             return
         default:
             break
@@ -176,10 +178,7 @@ final class WebSocketSession {
     private func closeBoth() {
         guard !closed else { return }
         closed = true
-        idleTimer?.cancel()
-        idleTimer = nil
-        pingTimer?.cancel()
-        pingTimer = nil
+        keeper.remove(self)
         drainTimer?.cancel()
         drainTimer = nil
         for endpoint in [client, upstream] {
@@ -203,26 +202,24 @@ final class WebSocketSession {
         }
     }
 
-    // MARK: Pings
+    // MARK: Idle and pings (from the keeper's sweep)
 
-    private func armPingTimer() {
+    func tick(now: NIODeadline) {
+        guard !closed else { return }
+        if let idle = config.idleTimeout.map(TimeAmount.init), now - lastFrame >= idle {
+            return fail(code: .goingAway, reason: "idle for \(config.idleTimeout!)")
+        }
         guard let interval = config.pingInterval.map(TimeAmount.init) else { return }
-        pingTimer = eventLoop.assumeIsolated().scheduleTask(in: interval) { [self] in
-            pingTimer = nil
-            guard !closed else { return }
-            let now = NIODeadline.now()
-            for endpoint in [client, upstream] {
-                if endpoint.pingOutstanding {
-                    // No pong for a whole interval: that side is gone. Dropped without a close
-                    // (1006, abnormal); the other side hears "going away".
-                    return lost(endpoint.side)
-                }
-                if now - endpoint.lastHeard >= interval, endpoint.tunnel != nil {
-                    endpoint.pingOutstanding = true
-                    send(.ping, Self.pingPayload, to: endpoint.side)
-                }
+        for endpoint in [client, upstream] {
+            if let sent = endpoint.pingSent {
+                // No pong for a whole interval: that side is gone. Dropped without a close
+                // (1006, abnormal); the other side hears "going away".
+                if now - sent >= interval { return lost(endpoint.side) }
+            } else if now - endpoint.lastHeard >= interval, endpoint.tunnel != nil {
+                endpoint.pingSent = now
+                send(.ping, Self.pingPayload, to: endpoint.side)
+                endpoint.tunnel?.flush()
             }
-            armPingTimer()
         }
     }
 
@@ -234,19 +231,55 @@ final class WebSocketSession {
         closeBoth()
         dead?.close()
     }
+}
 
-    // MARK: Idle
+/// The timers of every WebSocket of one route on one loop: one sweep every `period` calls
+/// each open session's `tick`, instead of each session holding scheduled tasks. (Cancelling a
+/// NIO scheduled task searches the loop's whole task list, so per-session timers made each new
+/// session slower as thousands stayed open.) Sessions join and leave in O(1).
+final class WebSocketKeeper {
+    let eventLoop: any EventLoop
+    /// A quarter of the route's shortest interval, between 100 ms and 1 s: checks land within
+    /// that of their due time.
+    let period: TimeAmount
+    private var sessions: [WebSocketSession] = []
+    private var sweep: Scheduled<Void>?
 
-    private func armIdleTimer() {
-        guard let timeout = config.idleTimeout.map(TimeAmount.init) else { return }
-        idleTimer = eventLoop.assumeIsolated().scheduleTask(deadline: lastFrame + timeout) { [self] in
-            idleTimer = nil
-            guard !closed else { return }
-            if NIODeadline.now() >= lastFrame + timeout {
-                fail(code: .goingAway, reason: "idle for \(config.idleTimeout!)")
-            } else {
-                armIdleTimer()
+    init(config: WebSocketConfig, eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+        let shortest = [config.idleTimeout, config.pingInterval].compactMap { $0.map(TimeAmount.init) }.min() ?? .seconds(4)
+        period = min(max(.nanoseconds(shortest.nanoseconds / 4), .milliseconds(100)), .seconds(1))
+    }
+
+    var count: Int { sessions.count }
+
+    func add(_ session: WebSocketSession) {
+        session.keeperIndex = sessions.count
+        sessions.append(session)
+        if sweep == nil { armSweep() }
+    }
+
+    func remove(_ session: WebSocketSession) {
+        guard let index = session.keeperIndex, index < sessions.count, sessions[index] === session else { return }
+        session.keeperIndex = nil
+        let last = sessions.removeLast()
+        if index < sessions.count {
+            sessions[index] = last
+            last.keeperIndex = index
+        }
+    }
+
+    private func armSweep() {
+        sweep = eventLoop.assumeIsolated().scheduleTask(in: period) { [self] in
+            sweep = nil
+            let now = NIODeadline.now()
+            // Backwards: a session that closes is swapped out of its slot without skipping one.
+            var index = sessions.count - 1
+            while index >= 0 {
+                if index < sessions.count { sessions[index].tick(now: now) }
+                index -= 1
             }
+            if !sessions.isEmpty { armSweep() }  // none left: no wakeups until the next one
         }
     }
 }
@@ -263,7 +296,8 @@ final class WebSocketEndpoint: ByteTunnelDelegate {
     var checkingText = false
     var messageBytes = 0
     var lastHeard = NIODeadline.now()
-    var pingOutstanding = false
+    /// When the gateway's ping went to this side, until its pong.
+    var pingSent: NIODeadline?
     var closeSeen = false
 
     init(side: WebSocketSession.Side, maxFrameSize: Int) {

@@ -20,6 +20,7 @@ final class WebSocketTunnel: ResponseProducer {
     private let route: CompiledRoute
     private let cluster: UpstreamCluster
     private let config: WebSocketConfig
+    private let keeper: WebSocketKeeper
     private let drainTimeout: TimeAmount
     private var upstreamChannel: (any Channel)?
     private var finished = false
@@ -30,11 +31,13 @@ final class WebSocketTunnel: ResponseProducer {
     /// connection and never answers must not hold the client forever).
     private var handshakeTimer: Scheduled<Void>?
 
-    init(exchange: Exchange, route: CompiledRoute, cluster: UpstreamCluster, config: WebSocketConfig, drainTimeout: TimeAmount) {
+    init(exchange: Exchange, route: CompiledRoute, cluster: UpstreamCluster, config: WebSocketConfig, keeper: WebSocketKeeper,
+         drainTimeout: TimeAmount) {
         self.exchange = exchange
         self.route = route
         self.cluster = cluster
         self.config = config
+        self.keeper = keeper
         self.drainTimeout = drainTimeout
     }
 
@@ -141,7 +144,7 @@ final class WebSocketTunnel: ResponseProducer {
         }
         handshakeTimer?.cancel()
         handshakeTimer = nil
-        let session = WebSocketSession(config: config, drainTimeout: drainTimeout, eventLoop: exchange.eventLoop)
+        let session = WebSocketSession(config: config, drainTimeout: drainTimeout, keeper: keeper)
         finished = true
         exchange.responseProducer = nil
         guard let clientTunnel = exchange.upgrade(response) else {
