@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""WebSocket proxying: Causeway against nginx on this machine, same upstream, same load.
+"""WebSocket proxying: Causeway against nginx and Caddy on this machine, same upstream, same load.
 
 Method
   * Upstream: a Python `websockets` echo server (CPU 1). Proxies, one worker each, pinned to
@@ -15,13 +15,14 @@ Method
 
 Usage: bench/websocket.py [--causeway .build/release/causeway] [--duration 10] [--rounds 3]
                           [--connections 100] [--idle 2000]
-Build first with scripts/build-release.sh. Needs nginx and `pip install websockets`.
+Build first with scripts/build-release.sh (bench/websocket.sh does). Needs nginx, caddy (skipped
+when absent) and `pip install websockets`.
 """
 import argparse, asyncio, os, resource, shutil, statistics, subprocess, sys, tempfile, time
 
 from websockets.asyncio.client import connect
 
-UPSTREAM, NGINX, CAUSEWAY, ADMIN = 18390, 18391, 18393, 18394
+UPSTREAM, NGINX, CADDY, CAUSEWAY, ADMIN = 18390, 18391, 18392, 18393, 18394
 
 
 def ticks(pid):
@@ -118,9 +119,20 @@ routes: [{{name: ws, match: {{path_prefix: /}}, upstream: echo, websocket: {{}}}
         causeway = subprocess.Popen(["taskset", "-c", "0", os.path.abspath(args.causeway), "run", "-c", f"{tmp}/causeway.yaml",
                                      "--log-level", "warning"])
         processes.append(causeway)
+        caddy = None
+        if shutil.which("caddy"):
+            with open(f"{tmp}/Caddyfile", "w") as f:
+                f.write(f"{{\n  admin off\n  auto_https off\n}}\nhttp://127.0.0.1:{CADDY} {{\n"
+                        f"  reverse_proxy 127.0.0.1:{UPSTREAM}\n}}\n")
+            caddy = subprocess.Popen(["taskset", "-c", "0", "caddy", "run", "--config", f"{tmp}/Caddyfile", "--adapter", "caddyfile"],
+                                     env=dict(os.environ, GOMAXPROCS="1", HOME=tmp, XDG_DATA_HOME=tmp, XDG_CONFIG_HOME=tmp),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            processes.append(caddy)
         time.sleep(2)
         pids = {"nginx": nginx_worker(nginx.pid), "causeway": causeway.pid}
         ports = {"nginx": NGINX, "causeway": CAUSEWAY}
+        if caddy:
+            pids["caddy"], ports["caddy"] = caddy.pid, CADDY
         # The load generator on CPU 1, beside the upstream.
         os.sched_setaffinity(0, {1})
         for name in pids:

@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
 #include <openssl/x509v3.h>
+#include <openssl/rand.h>
 
 // Several OpenSSL setters are macros over SSL_CTX_ctrl, which Swift cannot call; these
 // inline wrappers give them function form and nothing else.

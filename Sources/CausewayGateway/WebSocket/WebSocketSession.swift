@@ -1,6 +1,7 @@
 import CausewayConfig
 import CausewayHTTP
 import NIOCore
+import COpenSSL
 import NIOWebSocket
 
 /// One proxied WebSocket: the client's connection and the upstream's, joined frame by frame.
@@ -93,8 +94,7 @@ final class WebSocketSession {
                 source.utf8 = UTF8Validator()
             }
             if source.checkingText {
-                let payload = frame.maskKey == nil ? frame.data : frame.unmaskedData
-                if !source.utf8.feed(payload) || (frame.fin && !source.utf8.isComplete) {
+                if !source.utf8.feed(frame.data, mask: frame.maskKey) || (frame.fin && !source.utf8.isComplete) {
                     return fail(code: .dataInconsistentWithMessage, reason: "text message is not valid UTF-8")
                 }
             }
@@ -148,7 +148,7 @@ final class WebSocketSession {
         guard let tunnel = target.tunnel else { return }
         // Toward the upstream a frame is masked with a key of the gateway's own (a client's
         // frames must not reach the wire as the client masked them, RFC 6455 §10.3).
-        let mask: WebSocketMaskingKey? = target.side == .upstream ? .random() : nil
+        let mask: WebSocketMaskingKey? = target.side == .upstream ? keeper.nextMask() : nil
         tunnel.write(WebSocketFrameWriter.encode(frame, mask: mask, allocator: tunnel.allocator))
         if !tunnel.isWritable { endpoint(target.side.other).tunnel?.setReading(false) }
     }
@@ -156,7 +156,7 @@ final class WebSocketSession {
     private func send(_ opcode: WebSocketOpcode, _ payload: ByteBuffer, to side: Side) {
         guard let tunnel = endpoint(side).tunnel else { return }
         let frame = WebSocketFrame(fin: true, opcode: opcode, data: payload)
-        tunnel.write(WebSocketFrameWriter.encode(frame, mask: side == .upstream ? .random() : nil, allocator: tunnel.allocator))
+        tunnel.write(WebSocketFrameWriter.encode(frame, mask: side == .upstream ? keeper.nextMask() : nil, allocator: tunnel.allocator))
     }
 
     private func sendClose(code: WebSocketErrorCode, reason: String, to side: Side) {
@@ -244,6 +244,25 @@ final class WebSocketKeeper {
     let period: TimeAmount
     private var sessions: [WebSocketSession] = []
     private var sweep: Scheduled<Void>?
+    /// Masking keys from OpenSSL's CSPRNG (RFC 6455 §10.3 wants strong entropy), 4 KiB at a
+    /// time: Swift's `.random()` made a getrandom system call for every frame.
+    private var masks = [UInt32](repeating: 0, count: 1024)
+    private var nextMaskIndex = 1024
+
+    func nextMask() -> WebSocketMaskingKey {
+        if nextMaskIndex == masks.count {
+            let filled = masks.withUnsafeMutableBytes { RAND_bytes($0.baseAddress!.assumingMemoryBound(to: UInt8.self), Int32($0.count)) }
+            if filled != 1 {  // not expected; never leave a key predictable
+                var generator = SystemRandomNumberGenerator()
+                for index in masks.indices { masks[index] = generator.next() }
+            }
+            nextMaskIndex = 0
+        }
+        let word = masks[nextMaskIndex]
+        nextMaskIndex += 1
+        return WebSocketMaskingKey([UInt8(truncatingIfNeeded: word), UInt8(truncatingIfNeeded: word >> 8),
+                                    UInt8(truncatingIfNeeded: word >> 16), UInt8(truncatingIfNeeded: word >> 24)])!
+    }
 
     init(config: WebSocketConfig, eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
@@ -336,7 +355,8 @@ final class WebSocketEndpoint: ByteTunnelDelegate {
 }
 
 /// Incremental UTF-8 check (RFC 3629: no overlongs, no surrogates, nothing past U+10FFFF),
-/// fed a message's fragments in order.
+/// fed a message's fragments in order, masked or not: a client's payload is unmasked here as
+/// it is read, not copied first. Runs of ASCII go eight bytes at a time.
 struct UTF8Validator {
     private var needed = 0
     private var lower: UInt8 = 0x80
@@ -344,26 +364,48 @@ struct UTF8Validator {
 
     var isComplete: Bool { needed == 0 }
 
-    mutating func feed(_ bytes: ByteBuffer) -> Bool {
-        for byte in bytes.readableBytesView {
-            if needed == 0 {
-                switch byte {
-                case 0x00...0x7F: continue
-                case 0xC2...0xDF: needed = 1
-                case 0xE0: (needed, lower) = (2, 0xA0)
-                case 0xE1...0xEC, 0xEE...0xEF: needed = 2
-                case 0xED: (needed, upper) = (2, 0x9F)
-                case 0xF0: (needed, lower) = (3, 0x90)
-                case 0xF1...0xF3: needed = 3
-                case 0xF4: (needed, upper) = (3, 0x8F)
-                default: return false
+    mutating func feed(_ bytes: ByteBuffer, mask: WebSocketMaskingKey? = nil) -> Bool {
+        let key = mask.map { UInt32($0[0]) | UInt32($0[1]) << 8 | UInt32($0[2]) << 16 | UInt32($0[3]) << 24 } ?? 0
+        let wideKey = UInt64(key) | UInt64(key) << 32
+        return bytes.withUnsafeReadableBytes { raw in
+            var index = 0
+            let count = raw.count
+            while index < count {
+                if needed == 0 && index & 3 == 0 {
+                    // ASCII fast path (index a multiple of 4 keeps the key aligned).
+                    while index + 8 <= count,
+                        (raw.loadUnaligned(fromByteOffset: index, as: UInt64.self) ^ wideKey) & 0x8080_8080_8080_8080 == 0
+                    {
+                        index += 8
+                    }
+                    if index == count { break }
                 }
-            } else {
-                guard byte >= lower && byte <= upper else { return false }
-                (lower, upper) = (0x80, 0xBF)
-                needed -= 1
+                let byte = raw[index] ^ UInt8(truncatingIfNeeded: key >> (UInt32(index & 3) * 8))
+                index += 1
+                if !step(byte) { return false }
             }
+            return true
         }
+    }
+
+    private mutating func step(_ byte: UInt8) -> Bool {
+        if needed == 0 {
+            switch byte {
+            case 0x00...0x7F: return true
+            case 0xC2...0xDF: needed = 1
+            case 0xE0: (needed, lower) = (2, 0xA0)
+            case 0xE1...0xEC, 0xEE...0xEF: needed = 2
+            case 0xED: (needed, upper) = (2, 0x9F)
+            case 0xF0: (needed, lower) = (3, 0x90)
+            case 0xF1...0xF3: needed = 3
+            case 0xF4: (needed, upper) = (3, 0x8F)
+            default: return false
+            }
+            return true
+        }
+        guard byte >= lower && byte <= upper else { return false }
+        (lower, upper) = (0x80, 0xBF)
+        needed -= 1
         return true
     }
 }

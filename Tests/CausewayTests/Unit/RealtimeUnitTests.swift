@@ -84,3 +84,40 @@ import Testing
         #expect(throws: WebSocketFrameReader.Failure.malformed) { try read([0x8B, 0x00]) }
     }
 }
+
+@Suite struct UTF8ValidatorTests {
+    /// `text` split at every position into two masked fragments (each with its own key, as two
+    /// frames have) must be judged as the whole is.
+    func judge(_ bytes: [UInt8]) -> Bool {
+        var verdicts: Set<Bool> = []
+        for cut in 0...bytes.count {
+            var validator = UTF8Validator()
+            var ok = true
+            for part in [Array(bytes[..<cut]), Array(bytes[cut...])] {
+                let key = WebSocketMaskingKey.random()
+                var buffer = ByteBuffer(bytes: part)
+                buffer.webSocketMask(key)
+                ok = ok && validator.feed(buffer, mask: key)
+            }
+            verdicts.insert(ok && validator.isComplete)
+            var plain = UTF8Validator()
+            verdicts.insert(plain.feed(ByteBuffer(bytes: bytes)) && plain.isComplete)
+        }
+        #expect(verdicts.count == 1, "split and masked fragments agree with the whole: \(bytes)")
+        return verdicts.first!
+    }
+
+    @Test func validTextPassesMaskedAndSplitAnywhere() {
+        for text in ["", "plain ascii long enough for the eight-byte path", "é", "κόσμε", "€ and 𝄞 mixed with ascii text"] {
+            #expect(judge(Array(text.utf8)), "\(text)")
+        }
+    }
+
+    @Test func invalidSequencesFail() {
+        let bad: [[UInt8]] = [
+            [0xC0, 0xAF], [0xE0, 0x80, 0xAF], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80], [0xFF],
+            Array("abcdefghij".utf8) + [0xE2, 0x82],  // ends mid-character
+        ]
+        for bytes in bad { #expect(!judge(bytes), "\(bytes)") }
+    }
+}
