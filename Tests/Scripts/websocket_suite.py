@@ -337,6 +337,18 @@ async def run_checks(port, tls_port, upstream_port, cafile):
 
     await h2_checks(port, tls_port, base, cafile)
 
+    # The route's timeout (1 s) bounds the handshake only: tunnels outlive it, both protocols.
+    h2 = H2WebSocketConnection(port)
+    sid, _ = h2.open("/brief/echo")
+    async with connect(f"{base}/brief/echo", compression=None, ping_interval=None) as ws:
+        await asyncio.sleep(2.5)
+        await ws.send("later")
+        h1_ok = await ws.recv() == "later"
+    h2.send(sid, 1, b"later")
+    h2_ok = h2.recv(sid) == (1, b"later")
+    h2.close()
+    check("a WebSocket outlives the route's 1 s timeout (HTTP/1.1 and HTTP/2)", h1_ok and h2_ok, f"h1 {h1_ok} h2 {h2_ok}")
+
 
 async def h2_checks(port, tls_port, base, cafile):
     for name, kw in [("h2c", {}), ("h2 over TLS", {"tls_context": tls_client_context(cafile)})]:
@@ -456,6 +468,7 @@ routes:
   - {{name: proto, match: {{path_prefix: /proto/}}, upstream: ws, websocket: {{subprotocols: [chat.v1]}}}}
   - {{name: ping, match: {{path_prefix: /ping/}}, upstream: ws, websocket: {{ping_interval: 500ms}}}}
   - {{name: plain, match: {{path_prefix: /plain/}}, upstream: ws}}
+  - {{name: brief, match: {{path_prefix: /brief/}}, upstream: ws, timeout: 1s, websocket: {{}}}}
 """)
     log = open(os.path.join(tmp, "gateway.log"), "w")
     gateway = subprocess.Popen([CAUSEWAY, "run", "-c", config], stdout=log, stderr=log)

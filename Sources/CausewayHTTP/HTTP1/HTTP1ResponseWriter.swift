@@ -90,17 +90,28 @@ public final class HTTP1ResponseWriter: ChannelOutboundHandler, RemovableChannel
         let size = chunk.readableBytes
         if size <= 4096 {
             var framed = allocator.buffer(capacity: size + 12)
-            framed.writeString(String(size, radix: 16))
-            framed.writeStaticString("\r\n")
+            writeChunkSize(size, to: &framed)
             var chunk = chunk
             framed.writeBuffer(&chunk)
             framed.writeStaticString("\r\n")
             return (framed, nil)
         }
-        var line = allocator.buffer(capacity: 12)
-        line.writeString(String(size, radix: 16))
-        line.writeStaticString("\r\n")
+        var line = allocator.buffer(capacity: 20)
+        writeChunkSize(size, to: &line)
         return (line, chunk)
+    }
+
+    /// `size` in hex and CRLF, written digit by digit (a String per chunk cost an allocation).
+    static func writeChunkSize(_ size: Int, to buffer: inout ByteBuffer) {
+        var digits = 1
+        while digits < 16 && size >> (4 * digits) != 0 { digits += 1 }
+        var shift = 4 * (digits - 1)
+        while shift >= 0 {
+            let nibble = UInt8(truncatingIfNeeded: size >> shift) & 0xF
+            buffer.writeInteger(nibble < 10 ? nibble + 0x30 : nibble + 0x57)  // 0-9, a-f
+            shift -= 4
+        }
+        buffer.writeStaticString("\r\n")
     }
 
     /// The last chunk and trailers, for requests (upstream) and responses alike.

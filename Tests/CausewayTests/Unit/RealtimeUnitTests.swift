@@ -3,6 +3,7 @@ import NIOWebSocket
 import Testing
 
 @testable import CausewayGateway
+@testable import CausewayHTTP
 
 @Suite struct EventSplitterTests {
     /// Feeds `chunks` and returns every event's text and id.
@@ -119,5 +120,15 @@ import Testing
             Array("abcdefghij".utf8) + [0xE2, 0x82],  // ends mid-character
         ]
         for bytes in bad { #expect(!judge(bytes), "\(bytes)") }
+    }
+}
+
+@Suite struct ChunkSizeTests {
+    @Test func chunkSizesAreLowercaseHexWithoutLeadingZeros() {
+        for size in [0, 9, 10, 15, 16, 255, 256, 4096, 65535, 1 << 20, Int(Int32.max)] {
+            var buffer = ByteBuffer()
+            HTTP1ResponseWriter.writeChunkSize(size, to: &buffer)
+            #expect(String(buffer: buffer) == String(size, radix: 16) + "\r\n", "\(size)")
+        }
     }
 }
