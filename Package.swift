@@ -84,6 +84,7 @@ let package = Package(
             dependencies: nio + [
                 "CausewayConfig", "CausewayHTTP", "CausewayUpstream", "CausewayCompression", "CausewayGraphQL", "COpenSSL",
                 .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "OrderedCollections", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),

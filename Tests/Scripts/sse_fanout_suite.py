@@ -4,7 +4,7 @@
 Usage: sse_fanout_suite.py path/to/causeway [--clients N]   (default 10000)
 
 Starts an asyncio SSE upstream that counts its subscriptions and publishes events on command,
-and the gateway (one worker) with a fan-out route. Checks: clients of one URL share one
+and the gateway (two workers, so clients land on both event loops) with a fan-out route. Checks: clients of one URL share one
 subscription and each gets every event; another Authorization gets its own; Last-Event-ID
 replays from the buffer; a client that stops reading is dropped with a comment while the
 others go on; heartbeats; the upstream dropping is reconnected with Last-Event-ID and clients
@@ -148,7 +148,7 @@ def rss_kib(pid):
 def checks(port, upstream):
     # One subscription for three clients; each gets every event.
     clients = [Client(port, "/fan/feed/a") for _ in range(3)]
-    check("three clients, one upstream subscription", wait_for(lambda: upstream.open_count("/feed/a") == 1)
+    check("three clients (on both event loops), one upstream subscription", wait_for(lambda: upstream.open_count("/feed/a") == 1)
           and upstream.count("/feed/a") == 1, f"{upstream.count('/feed/a')} subscriptions")
     time.sleep(0.2)
     for i in range(1, 6):
@@ -278,7 +278,7 @@ def main():
     config = os.path.join(tmp, "causeway.yaml")
     with open(config, "w") as f:
         f.write(f"""
-server: {{workers: 1, admin: {{address: "127.0.0.1:{admin}"}}}}
+server: {{workers: 2, admin: {{address: "127.0.0.1:{admin}"}}}}
 listeners:
   - {{name: plain, address: "127.0.0.1:{port}", protocols: [http1, h2c], limits: {{max_connections: 30000}}}}
 upstreams:

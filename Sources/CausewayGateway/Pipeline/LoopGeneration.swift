@@ -110,8 +110,12 @@ final class LoopRoute: RequestFiltersPassed {
         case .proxy(let upstream):
             let deadlines = plan.route.config.timeout.map { UpstreamDeadlines(timeout: TimeAmount($0), eventLoop: eventLoop) }
             handler = .proxy(clusters[upstream], upstream: upstream, deadlines: deadlines)
-            let sse = plan.route.config.sse
-            fanout = sse.fanout ? clusters[upstream].map { FanoutHub(route: plan.route, cluster: $0, config: sse, deadlines: deadlines) } : nil
+            fanout = plan.fanout.flatMap { group in
+                clusters[upstream].map {
+                    FanoutHub(route: plan.route, cluster: $0, config: plan.route.config.sse, group: group, deadlines: deadlines,
+                              eventLoop: eventLoop)
+                }
+            }
         case .graphql(let graphql):
             let transport = GatewayRestTransport(eventLoop: eventLoop, clusters: clusters,
                                                  timeout: TimeAmount(graphql.config.upstreamTimeout))

@@ -19,6 +19,8 @@ struct RoutePlan: Sendable {
     /// all of them backwards.
     let filters: [any FilterFactory]
     let handler: Handler
+    /// `sse.fanout`: which loop owns which stream, shared by every loop of this generation.
+    let fanout: FanoutGroup?
 
     init(route: CompiledRoute, upstreams: Set<String>) throws(ConfigErrors) {
         self.route = route
@@ -35,8 +37,10 @@ struct RoutePlan: Sendable {
         self.filters = filters
         if let graphql = config.graphql {
             handler = .graphql(try GraphQLRoute.load(graphql, upstreams: upstreams))
+            fanout = nil
         } else {
             handler = .proxy(upstream: config.upstream)
+            fanout = config.sse.fanout ? FanoutGroup() : nil
         }
     }
 }

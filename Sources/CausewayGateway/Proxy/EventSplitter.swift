@@ -4,7 +4,7 @@ import NIOCore
 /// CR line ends in any mix, split anywhere across chunks), as a value. The fan-out hub parses
 /// each event once here, then writes the same bytes to every client.
 struct EventSplitter {
-    struct Event {
+    struct Event: Sendable {
         /// The block, blank line included, as the upstream wrote it.
         var bytes: ByteBuffer
         /// Its `id:` field, if it has one (the last one wins, as in EventSource).
