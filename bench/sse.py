@@ -19,23 +19,11 @@ Build first with scripts/build-release.sh (bench/sse.sh does). Needs nginx.
 """
 import argparse, asyncio, os, resource, shutil, statistics, subprocess, sys, tempfile, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import nginx_config, nginx_worker, stop, ticks  # noqa: E402
+
 UPSTREAM, NGINX, FANOUT, PLAIN, ADMIN1, ADMIN2 = 18490, 18491, 18492, 18493, 18494, 18495
 EVENT = b"data: " + b"x" * 92 + b"\n\n"  # 100 bytes
-
-
-def ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def nginx_worker(master):
-    for _ in range(50):
-        children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
-        if children:
-            return int(children[0])
-        time.sleep(0.1)
-    raise SystemExit("nginx worker not found")
 
 
 UPSTREAM_CODE = f"""
@@ -122,16 +110,7 @@ def main():
     try:
         processes.append(subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", UPSTREAM_CODE, str(args.interval_ms)]))
         with open(f"{tmp}/nginx.conf", "w") as f:
-            f.write(f"""worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/error.log;
-events {{ worker_connections 65536; }}
-worker_rlimit_nofile 65536;
-http {{
-  access_log off; client_body_temp_path {tmp}/b; proxy_temp_path {tmp}/p; fastcgi_temp_path {tmp}/f;
-  uwsgi_temp_path {tmp}/u; scgi_temp_path {tmp}/s;
-  server {{ listen 127.0.0.1:{NGINX}; location / {{ proxy_pass http://127.0.0.1:{UPSTREAM};
-    proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; proxy_read_timeout 1h; }} }}
-}}
-""")
+            f.write(nginx_config(tmp, NGINX, UPSTREAM, 'proxy_set_header Connection ""; proxy_buffering off;'))
         nginx = subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp])
         processes.append(nginx)
         pids = {"nginx": None}
@@ -167,14 +146,7 @@ routes: [{{name: events, match: {{path_prefix: /}}, upstream: events, sse: {{fan
             cpu = statistics.median(results[name])
             print(f"{labels[name]:29} {cpu:22.2f}  {cpu / plain:23.2f}  {cpu / base:8.2f}")
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop(processes, tmp)
 
 
 if __name__ == "__main__":

@@ -20,15 +20,12 @@ when absent) and `pip install websockets`.
 """
 import argparse, asyncio, os, resource, shutil, statistics, subprocess, sys, tempfile, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import nginx_config, nginx_worker, stop, ticks  # noqa: E402
+
 from websockets.asyncio.client import connect
 
 UPSTREAM, NGINX, CADDY, CAUSEWAY, ADMIN = 18390, 18391, 18392, 18393, 18394
-
-
-def ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
 
 
 def rss(pid):
@@ -37,15 +34,6 @@ def rss(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
-
-
-def nginx_worker(master):
-    for _ in range(50):
-        children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
-        if children:
-            return int(children[0])
-        time.sleep(0.1)
-    raise SystemExit("nginx worker not found")
 
 
 async def echo_load(port, connections, duration):
@@ -97,17 +85,7 @@ def main():
             "        await asyncio.Future()\nasyncio.run(main())\n")
         processes.append(subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", upstream_code]))
         with open(f"{tmp}/nginx.conf", "w") as f:
-            f.write(f"""worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/error.log;
-events {{ worker_connections 65536; }}
-worker_rlimit_nofile 65536;
-http {{
-  access_log off; client_body_temp_path {tmp}/b; proxy_temp_path {tmp}/p; fastcgi_temp_path {tmp}/f;
-  uwsgi_temp_path {tmp}/u; scgi_temp_path {tmp}/s;
-  server {{ listen 127.0.0.1:{NGINX}; location / {{ proxy_pass http://127.0.0.1:{UPSTREAM};
-    proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";
-    proxy_read_timeout 1h; }} }}
-}}
-""")
+            f.write(nginx_config(tmp, NGINX, UPSTREAM, 'proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";'))
         nginx = subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp])
         processes.append(nginx)
         with open(f"{tmp}/causeway.yaml", "w") as f:
@@ -154,14 +132,7 @@ routes: [{{name: ws, match: {{path_prefix: /}}, upstream: echo, websocket: {{}}}
             cpu = statistics.median(per_message[name])
             print(f"{name:9} {cpu:14.2f}  {cpu / base_cpu:8.2f}  {idle[name] / 1024:18.1f} KiB  {idle[name] / max(idle['nginx'], 1):8.2f}")
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop(processes, tmp)
 
 
 if __name__ == "__main__":

@@ -12,22 +12,14 @@ stay; the last client leaving closes the subscription; the upstream refusing rea
 and N clients on one subscription, with the gateway's memory per client printed.
 Prints one line per check and 'N passed, N failed'.
 """
-import asyncio, os, re, resource, signal, socket, subprocess, sys, tempfile, threading, time
+import asyncio, os, socket, sys, tempfile, threading, time
+
+from suite_support import Results, free_port, raise_file_limit, rss_kib, running_gateway
 
 CAUSEWAY = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else ".build/debug/causeway")
 CLIENTS = int(sys.argv[sys.argv.index("--clients") + 1]) if "--clients" in sys.argv else 10000
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append(ok)
-    print(("PASS " if ok else "FAIL ") + name + (f"  ({detail})" if detail else ""), flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+results = Results()
+check = results.check
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,11 +130,6 @@ def wait_for(predicate, timeout=5):
             return True
         time.sleep(0.02)
     return predicate()
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
 def checks(port, upstream):
@@ -270,14 +257,10 @@ async def many(port, upstream, gateway_pid, count):
 
 
 def main():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_file_limit(3 * CLIENTS)
     upstream = Upstream()
     port, admin = free_port(), free_port()
-    tmp = tempfile.mkdtemp(prefix="causeway-fanout-")
-    config = os.path.join(tmp, "causeway.yaml")
-    with open(config, "w") as f:
-        f.write(f"""
+    config = f"""
 server: {{workers: 2, admin: {{address: "127.0.0.1:{admin}"}}}}
 listeners:
   - {{name: plain, address: "127.0.0.1:{port}", protocols: [http1, h2c], limits: {{max_connections: 30000}}}}
@@ -286,29 +269,12 @@ upstreams:
 routes:
   - {{name: fan, match: {{path_prefix: /fan/}}, upstream: feeds, rewrite: {{path_prefix: /}}, timeout: 2s,
       sse: {{fanout: true, replay: 50, heartbeat: 1s}}}}
-""")
-    log = open(os.path.join(tmp, "gateway.log"), "w")
-    gateway = subprocess.Popen([CAUSEWAY, "run", "-c", config], stdout=log, stderr=log)
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+"""
+    with running_gateway(CAUSEWAY, config, tempfile.mkdtemp(prefix="causeway-fanout-"), port) as gateway:
         checks(port, upstream)
         asyncio.run(many(port, upstream, gateway.pid, CLIENTS))
         check("gateway still running", gateway.poll() is None)
-    finally:
-        if gateway.poll() is None:
-            gateway.send_signal(signal.SIGTERM)
-        try:
-            gateway.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
-    failed = results.count(False)
-    print(f"sse fan-out: {len(results) - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    results.finish("sse fan-out")
 
 
 if __name__ == "__main__":

@@ -23,17 +23,13 @@ from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from h2_websocket import H2WebSocketConnection, close_code  # noqa: E402
+from suite_support import Results, free_port, running_gateway  # noqa: E402
 
 CAUSEWAY = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else ".build/debug/causeway")
-results = []
+results = Results()
+check = results.check
 CLOSES = {}
 HANDSHAKES = {"count": 0}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,11 +95,6 @@ def start_upstream():
 
 # ---------------------------------------------------------------------------------------------
 # Checks
-
-def check(name, ok, detail=""):
-    results.append(ok)
-    print(("PASS " if ok else "FAIL ") + name + (f"  ({detail})" if detail else ""), flush=True)
-
 
 async def expect_close(ws, code, within=5.0):
     try:
@@ -451,9 +442,7 @@ def main():
     cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    config = os.path.join(tmp, "causeway.yaml")
-    with open(config, "w") as f:
-        f.write(f"""
+    config = f"""
 server: {{workers: 2, drain_timeout: 2s, admin: {{address: "127.0.0.1:{admin}"}}}}
 listeners:
   - {{name: plain, address: "127.0.0.1:{port}", protocols: [http1, h2c]}}
@@ -469,29 +458,15 @@ routes:
   - {{name: ping, match: {{path_prefix: /ping/}}, upstream: ws, websocket: {{ping_interval: 500ms}}}}
   - {{name: plain, match: {{path_prefix: /plain/}}, upstream: ws}}
   - {{name: brief, match: {{path_prefix: /brief/}}, upstream: ws, timeout: 1s, websocket: {{}}}}
-""")
-    log = open(os.path.join(tmp, "gateway.log"), "w")
-    gateway = subprocess.Popen([CAUSEWAY, "run", "-c", config], stdout=log, stderr=log)
+"""
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        asyncio.run(run_checks(port, tls_port, upstream_port, cert))
-        check("gateway still running", gateway.poll() is None)
-        asyncio.run(drain_check(port, gateway))
+        with running_gateway(CAUSEWAY, config, tmp, port) as gateway:
+            asyncio.run(run_checks(port, tls_port, upstream_port, cert))
+            check("gateway still running", gateway.poll() is None)
+            asyncio.run(drain_check(port, gateway))
     finally:
-        if gateway.poll() is None:
-            gateway.send_signal(signal.SIGTERM)
-        try:
-            gateway.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
-    failed = results.count(False)
-    print(f"websocket: {len(results) - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+        silent.close()
+    results.finish("websocket")
 
 
 if __name__ == "__main__":
