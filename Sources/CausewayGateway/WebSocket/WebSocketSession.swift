@@ -66,9 +66,10 @@ final class WebSocketSession {
 
     // MARK: From the endpoints
 
+    /// Bytes came from `endpoint`. Only flagged: the keeper's sweep turns flags into times, so
+    /// a message costs no clock read (idle and ping checks are as precise as the sweep).
     func heard(from endpoint: WebSocketEndpoint) {
-        lastFrame = .now()
-        endpoint.lastHeard = lastFrame
+        endpoint.heardSinceSweep = true
     }
 
     func received(_ frame: WebSocketFrame, from source: WebSocketEndpoint) {
@@ -206,6 +207,11 @@ final class WebSocketSession {
 
     func tick(now: NIODeadline) {
         guard !closed else { return }
+        for endpoint in [client, upstream] where endpoint.heardSinceSweep {
+            endpoint.heardSinceSweep = false
+            endpoint.lastHeard = now
+            lastFrame = now
+        }
         if let idle = config.idleTimeout.map(TimeAmount.init), now - lastFrame >= idle {
             return fail(code: .goingAway, reason: "idle for \(config.idleTimeout!)")
         }
@@ -315,6 +321,8 @@ final class WebSocketEndpoint: ByteTunnelDelegate {
     var checkingText = false
     var messageBytes = 0
     var lastHeard = NIODeadline.now()
+    /// Bytes arrived since the keeper's last sweep.
+    var heardSinceSweep = false
     /// When the gateway's ping went to this side, until its pong.
     var pingSent: NIODeadline?
     var closeSeen = false

@@ -44,14 +44,16 @@ public final class ChannelByteTunnel: ChannelInboundHandler, ByteTunnel {
     private var queued: [ByteBuffer] = []
     private var ready: Bool
     private var ended = false
-    private var flushScheduled = false
+    private var sawReadComplete = false
+    private var readCompleteScheduled = false
 
     public init(ready: Bool = true) {
         self.ready = ready
     }
 
-    public var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
-    public var isWritable: Bool { context?.channel.isWritable ?? true }
+    /// Both kept here, not asked of the channel per message (each ask is an existential call).
+    public private(set) var allocator = ByteBufferAllocator()
+    public private(set) var isWritable = true
     public var isActive: Bool { context?.channel.isActive ?? false }
 
     public func attach(_ delegate: any ByteTunnelDelegate) {
@@ -69,11 +71,13 @@ public final class ChannelByteTunnel: ChannelInboundHandler, ByteTunnel {
         let queued = self.queued
         self.queued = []
         for bytes in queued { write(bytes) }
+        flush()
+        delegate?.tunnelReadComplete()  // what its handover's bytes produced goes out too
     }
 
-    /// Written now, flushed at the end of this loop tick (or at the source's read-complete,
-    /// if sooner): a burst leaves in one write, and bytes written outside a read cycle are not
-    /// left waiting.
+    /// Written now, sent at the next `flush`: the protocol above flushes at the end of each of
+    /// its source's read cycles, so a burst leaves in one write (and no task is scheduled per
+    /// message), and after what it sends on its own (pings, closes).
     public func write(_ bytes: ByteBuffer) {
         guard let context else { return }
         guard ready else {
@@ -81,13 +85,9 @@ public final class ChannelByteTunnel: ChannelInboundHandler, ByteTunnel {
             return
         }
         context.write(wrapOutboundOut(bytes), promise: nil)
-        guard !flushScheduled else { return }
-        flushScheduled = true
-        context.eventLoop.assumeIsolated().execute { [self] in flush() }
     }
 
     public func flush() {
-        flushScheduled = false
         if ready { context?.flush() }
     }
 
@@ -107,19 +107,32 @@ public final class ChannelByteTunnel: ChannelInboundHandler, ByteTunnel {
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        allocator = context.channel.allocator
+        isWritable = context.channel.isWritable
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let bytes = unwrapInboundIn(data)
         if let delegate { delegate.tunnelRead(bytes) } else { early.append(bytes) }
+        if !sawReadComplete && !readCompleteScheduled {
+            // Bytes handed over by the HTTP decoder as it left come outside a read cycle: no
+            // read-complete follows them, so one is made.
+            readCompleteScheduled = true
+            context.eventLoop.assumeIsolated().execute { [self] in
+                readCompleteScheduled = false
+                delegate?.tunnelReadComplete()
+            }
+        }
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
+        sawReadComplete = true
         delegate?.tunnelReadComplete()
     }
 
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
-        delegate?.tunnelWritabilityChanged(context.channel.isWritable)
+        isWritable = context.channel.isWritable
+        delegate?.tunnelWritabilityChanged(isWritable)
         context.fireChannelWritabilityChanged()
     }
 

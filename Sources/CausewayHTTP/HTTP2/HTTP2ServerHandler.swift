@@ -45,6 +45,7 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
     private var clientInfo = ClientInfo(address: "", scheme: "http")
     private var needsFlush = false
     private var afterSendActions: [() -> Void] = []
+    private var tunnelsRead: [HTTP2StreamDownstream] = []
     private var closing = false
     private var lastActivity = NIODeadline.now()
     private var resets = FloodMeter(burst: 200, perSecond: 50)
@@ -118,7 +119,15 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard let session else { return }
         lastActivity = .now()
-        if let error = session.receive(unwrapInboundIn(data)) {
+        let error = session.receive(unwrapInboundIn(data))
+        // Tunnels that got DATA in this read: their protocol flushes what it produced.
+        let tunnels = tunnelsRead
+        tunnelsRead = []
+        for stream in tunnels {
+            stream.tunnelReadPending = false
+            stream.tunnelDelegate?.tunnelReadComplete()
+        }
+        if let error {
             // A GOAWAY is queued where the protocol or our limits call for one (nghttp2's own
             // for flood limits it enforces): send it, then close. Only this connection ends.
             if error.code == NGHTTP2_ERR_FLOODED.rawValue { session.goAway(code: NGHTTP2_ENHANCE_YOUR_CALM) }
@@ -373,6 +382,10 @@ extension HTTP2ServerHandler: NGHTTP2SessionDelegate {
                 stream.unconsumed += bytes.count
             }
             stream.tunnelData(buffer)
+            if !stream.tunnelReadPending {
+                stream.tunnelReadPending = true
+                tunnelsRead.append(stream)
+            }
             return
         }
         if let exchange = stream.exchange, exchange.responseState != .complete {

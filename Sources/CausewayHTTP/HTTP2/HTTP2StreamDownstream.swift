@@ -33,6 +33,8 @@ final class HTTP2StreamDownstream {
     /// DATA that came before the tunnel was attached.
     var early: [ByteBuffer] = []
     var remoteEnded = false
+    /// DATA arrived during the current receive; its read-complete is due.
+    var tunnelReadPending = false
 
     // Response side
     /// Response chunks not yet pulled by nghttp2.
