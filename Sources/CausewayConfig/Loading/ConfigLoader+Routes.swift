@@ -118,7 +118,7 @@ extension GatewayConfigReader {
     }
 
     private func readRoute(_ node: Node, _ path: String, index: Int, upstreamNames: [String]) -> RouteConfig? {
-        let allowed = ["name", "match", "upstream", "rewrite", "timeout", "max_body_size", "headers", "compression", "graphql", "sse", "websocket"]
+        let allowed = ["name", "match", "upstream", "rewrite", "timeout", "max_body_size", "headers", "compression", "graphql", "sse", "websocket", "grpc"]
         guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
         let name = fields["name"].flatMap { reader.string($0.node, $0.path) } ?? "route-\(index)"
         let match = required(fields, "match", node) { readMatch($0, $1) }
@@ -163,8 +163,25 @@ extension GatewayConfigReader {
         if let (node, path) = fields["websocket"], let websocket = readWebSocket(node, path), websocket.enabled {
             route.websocket = websocket
         }
+        if let (node, path) = fields["grpc"] { route.grpc = readGRPC(node, path) }
         guard match != nil, upstream != nil else { return nil }
         return route
+    }
+
+    /// `routes[].grpc`. gRPC-Web and transcoding are not built yet: asking for them is refused
+    /// rather than silently ignored.
+    private func readGRPC(_ node: Node, _ path: String) -> GRPCRouteConfig {
+        var grpc = GRPCRouteConfig()
+        guard let fields = reader.mapping(node, path, allowed: ["web", "max_message_size", "default_timeout", "transcode"]) else { return grpc }
+        if let (n, p) = fields["default_timeout"], let value = reader.duration(n, p) { grpc.defaultTimeout = value == .zero ? nil : value }
+        if let (n, p) = fields["max_message_size"], let value = reader.size(n, p) { grpc.maxMessageSize = value }
+        if let (n, p) = fields["web"], let value = reader.bool(n, p), value {
+            reader.fail(n, p, "gRPC-Web is not available yet; remove grpc.web or set it to false")
+        }
+        if let (n, p) = fields["transcode"] {
+            reader.fail(n, p, "JSON transcoding is not available yet; remove grpc.transcode")
+        }
+        return grpc
     }
 
     private func readGraphQL(_ node: Node, _ path: String) -> GraphQLRouteConfig? {

@@ -198,6 +198,9 @@ public struct RouteConfig: Sendable {
     public var sse = SSEConfig()
     /// `websocket`: nil = upgrades on this route are refused (400).
     public var websocket: WebSocketConfig?
+    /// `grpc`: calls on this route get gRPC deadlines and gRPC answers; nil = defaults for any
+    /// `application/grpc` request.
+    public var grpc: GRPCRouteConfig?
 
     public init(name: String, match: RouteMatch, upstream: String, rewritePathPrefix: String? = nil,
                 timeout: Duration? = .seconds(60), maxBodySize: Int? = 10 << 20,
@@ -210,6 +213,19 @@ public struct RouteConfig: Sendable {
         self.maxBodySize = maxBodySize
         self.requestHeaders = requestHeaders
         self.responseHeaders = responseHeaders
+    }
+}
+
+/// `routes[].grpc`: how gRPC calls on this route are held.
+public struct GRPCRouteConfig: Sendable, Equatable {
+    /// Used when the caller sends no `grpc-timeout`; nil = none (the route's `timeout` still caps).
+    public var defaultTimeout: Duration?
+    /// A larger message is RESOURCE_EXHAUSTED.
+    public var maxMessageSize = 4 << 20
+
+    public init(defaultTimeout: Duration? = nil, maxMessageSize: Int = 4 << 20) {
+        self.defaultTimeout = defaultTimeout
+        self.maxMessageSize = maxMessageSize
     }
 }
 

@@ -12,9 +12,9 @@ import NIOCore
 /// Exchange ◀─response── ProxyTask ◀── UpstreamExchange ◀──                    (upstream paused while client is full)
 /// ```
 final class ProxyTask {
-    private let exchange: Exchange
-    private let route: CompiledRoute
-    private let cluster: UpstreamCluster
+    let exchange: Exchange
+    let route: CompiledRoute
+    let cluster: UpstreamCluster
     private let deadlines: UpstreamDeadlines?
     private var upstream: UpstreamExchange?
     private var sendsBody = false
@@ -22,6 +22,8 @@ final class ProxyTask {
     /// Set once the response turned out to be an event stream.
     private var eventStream: EventStream?
     private var eventTimer: Scheduled<Void>?
+    /// Set for gRPC calls (GRPC.swift): message meters and the call's own deadline.
+    var grpc: GRPCCallState?
 
     /// `deadlines`: the route's timeout on this loop (nil: none).
     init(exchange: Exchange, route: CompiledRoute, cluster: UpstreamCluster, deadlines: UpstreamDeadlines?) {
@@ -32,11 +34,15 @@ final class ProxyTask {
     }
 
     func start() {
+        var request = Self.upstreamRequest(for: exchange, route: route)
+        if GRPC.isGRPC(exchange.request.headerFields[.contentType]) {
+            guard startGRPC(&request) else { return }
+        }
         exchange.responseProducer = self
         let length = exchange.requestBodyLength
         sendsBody = length != 0
         let upstream = UpstreamExchange(
-            cluster: cluster, request: Self.upstreamRequest(for: exchange, route: route), body: sendsBody ? .streamed(length: length) : .none,
+            cluster: cluster, request: request, body: sendsBody ? .streamed(length: length) : .none,
             eventLoop: exchange.eventLoop, deadlines: deadlines,
             timeoutMessage: "upstream \"\(cluster.name)\" did not answer within the route timeout", delegate: self)
         self.upstream = upstream
@@ -90,6 +96,7 @@ extension ProxyTask: UpstreamExchangeDelegate {
     }
 
     func upstreamResponseHead(_ response: HTTPResponse) {
+        if grpc != nil, !GRPC.isGRPC(response.headerFields[.contentType]) { return upstreamNotGRPC(response) }
         var response = response
         HopByHop.strip(&response.headerFields)
         if (200..<300).contains(response.status.code), EventStream.isEventStream(response.headerFields[.contentType]) {
@@ -99,6 +106,7 @@ extension ProxyTask: UpstreamExchangeDelegate {
     }
 
     func upstreamResponseBody(_ chunk: ByteBuffer) {
+        if grpc != nil, let length = grpc!.responseMeter.oversized(in: chunk) { return responseMessageTooLarge(length) }
         if eventStream != nil { eventStream!.received(chunk, now: .now()) }
         exchange.sendResponseBody(chunk)
         if !exchange.isDownstreamWritable { upstream?.setResponseDemand(false) }
@@ -111,11 +119,13 @@ extension ProxyTask: UpstreamExchangeDelegate {
     func upstreamResponseEnd(_ trailers: HTTPFields?) {
         upstream = nil
         stopEventStream()
+        stopGRPC()
         exchange.sendResponseEnd(trailers)
     }
 
     func upstreamFailed(_ failure: UpstreamFailure, responseStarted: Bool) {
         upstream = nil
+        if grpc != nil { return grpcFailed(GatewayError(failure)) }
         if let eventStream, responseStarted {
             stopEventStream()
             // Between two events, an event stream that loses its upstream simply ends: the
@@ -137,6 +147,7 @@ extension ProxyTask: UpstreamExchangeDelegate {
 extension ProxyTask: RequestBodyConsumer {
     func requestBodyPart(_ chunk: ByteBuffer) {
         guard sendsBody, let upstream else { return }
+        if grpc != nil, let length = grpc!.requestMeter.oversized(in: chunk) { return requestMessageTooLarge(length) }
         upstream.writeBody(chunk)
         if !upstream.isWritable { exchange.setRequestBodyDemand(false) }
     }
@@ -157,6 +168,14 @@ extension ProxyTask: ResponseProducer {
         let upstream = self.upstream
         self.upstream = nil
         stopEventStream()
+        stopGRPC()
+        upstream?.cancel()
+    }
+
+    /// Drops the upstream side of the call (an HTTP/2 upstream's stream is reset).
+    func abandonUpstream() {
+        let upstream = self.upstream
+        self.upstream = nil
         upstream?.cancel()
     }
 }

@@ -7,7 +7,7 @@ import NIOCore
 extension GatewayError {
     public static let grpcStatus = HTTPField.Name("grpc-status")!
     public static let grpcMessage = HTTPField.Name("grpc-message")!
-    static let requestIDField = HTTPField.Name("x-request-id")!
+    public static let requestIDField = HTTPField.Name("x-request-id")!
 
     public func rendered(as format: ErrorFormat, requestID: String,
                          allocator: ByteBufferAllocator) -> (HTTPResponse, ByteBuffer?) {
@@ -53,7 +53,7 @@ extension GatewayError {
     }
 
     /// `grpc-message` is percent-encoded: bytes outside printable ASCII, and `%` itself.
-    static func percentEncoded(_ text: String) -> String {
+    public static func percentEncoded(_ text: String) -> String {
         guard text.utf8.contains(where: { $0 < 0x20 || $0 > 0x7E || $0 == UInt8(ascii: "%") }) else { return text }
         let hex = Array("0123456789ABCDEF".utf8)
         var out: [UInt8] = []

@@ -15,6 +15,8 @@ public final class Exchange {
     }
 
     public var request: HTTPRequest
+    /// The request came on an HTTP/2 stream (gRPC needs one).
+    public let overHTTP2: Bool
     public var requestID = ""
     public let client: ClientInfo
     public let eventLoop: any EventLoop
@@ -69,6 +71,7 @@ public final class Exchange {
         self.eventLoop = eventLoop
         self.allocator = allocator
         self.downstream = downstream
+        self.overHTTP2 = downstream is HTTP2StreamDownstream
         self.errorFormat = ErrorFormat.forRequest(request)
     }
 

@@ -61,6 +61,21 @@ import Testing
         #expect(errors(text) == [#"test.yaml:3:3: server.drain_timout: unknown key "drain_timout" (did you mean "drain_timeout"?)"#])
     }
 
+    @Test func grpcAndFanoutKeysLoadAndUnbuiltOnesAreRefusedAtTheirPlace() throws {
+        let text = Self.valid.replacingOccurrences(of: "    timeout: 15s", with: """
+                timeout: 15s
+                grpc: {default_timeout: 2s, max_message_size: 1MiB}
+                sse: {fanout: true, replay: 7}
+            """)
+        let route = try ConfigLoader.parse(text, file: "test.yaml").routes[0]
+        #expect(route.grpc == GRPCRouteConfig(defaultTimeout: .seconds(2), maxMessageSize: 1 << 20))
+        #expect(route.sse.fanout && route.sse.replay == 7)
+        let refused = errors(text.replacingOccurrences(of: "max_message_size: 1MiB}", with: "web: true, transcode: {}}"))
+        #expect(refused.count == 2)
+        #expect(refused.contains { $0.contains("routes[0].grpc.web: gRPC-Web is not available yet") })
+        #expect(refused.contains { $0.contains("routes[0].grpc.transcode: JSON transcoding is not available yet") })
+    }
+
     @Test func unknownUpstreamIsReportedAtTheValue() {
         let text = Self.valid.replacingOccurrences(of: "    upstream: users", with: "    upstream: userz")
         #expect(errors(text) == [#"test.yaml:16:15: routes[0].upstream: unknown upstream "userz" (did you mean "users"?)"#])

@@ -132,3 +132,44 @@ import Testing
         }
     }
 }
+
+@Suite struct GRPCRuleTests {
+    @Test func timeoutsParseInEveryUnitAndRefuseWhatTheSpecRefuses() {
+        #expect(GRPC.parseTimeout("1H") == .hours(1))
+        #expect(GRPC.parseTimeout("2M") == .minutes(2))
+        #expect(GRPC.parseTimeout("3S") == .seconds(3))
+        #expect(GRPC.parseTimeout("250m") == .milliseconds(250))
+        #expect(GRPC.parseTimeout("7u") == .microseconds(7))
+        #expect(GRPC.parseTimeout("99999999n") == .nanoseconds(99_999_999))
+        #expect(GRPC.parseTimeout("99999999H") == .nanoseconds(.max))  // 11,415 years: saturates
+        for bad in ["", "S", "123456789S", "1x", "-1S", "1.5S", " 1S"] {
+            #expect(GRPC.parseTimeout(bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test func formattedTimeoutsFitEightDigitsAndNeverGrow() {
+        for nanoseconds: Int64 in [0, 1, 999, 1_000_001, 299_600_000, 5_000_000_000, 3_600_000_000_000 * 30] {
+            let text = GRPC.formatTimeout(.nanoseconds(nanoseconds))
+            let back = GRPC.parseTimeout(text)!
+            #expect(text.count <= 9 && back.nanoseconds >= nanoseconds, "\(nanoseconds) -> \(text)")
+        }
+    }
+
+    @Test func theMeterFindsAnOversizedMessageFromItsPrefixAcrossChunks() {
+        func frame(_ length: Int) -> [UInt8] {
+            [0, UInt8(length >> 24 & 0xFF), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)]
+                + [UInt8](repeating: 7, count: min(length, 64))
+        }
+        var meter = GRPCMessageMeter(limit: 100)
+        let ok = frame(10) + [UInt8](repeating: 7, count: 0)
+        #expect(meter.oversized(in: ByteBuffer(bytes: ok)) == nil)
+        // A 100-byte message split anywhere, then a 101-byte one whose prefix straddles chunks.
+        let hundred = [0, 0, 0, 0, 100] + [UInt8](repeating: 1, count: 100)
+        for byte in hundred { #expect(meter.oversized(in: ByteBuffer(bytes: [byte])) == nil) }
+        let next: [UInt8] = [0, 0, 0, 0, 101]
+        #expect(meter.oversized(in: ByteBuffer(bytes: Array(next[..<3]))) == nil)
+        #expect(meter.oversized(in: ByteBuffer(bytes: Array(next[3...]))) == 101)
+        var huge = GRPCMessageMeter(limit: 4 << 20)
+        #expect(huge.oversized(in: ByteBuffer(bytes: [1, 0xFF, 0xFF, 0xFF, 0xFF])) == Int(UInt32.max))
+    }
+}

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""gRPC proxying through the gateway with real grpcio clients and servers (docs/grpc.md).
+
+Usage: grpc_suite.py path/to/causeway
+
+A grpcio server (generic handlers on raw bytes, so no generated code) behind the gateway over
+h2c, and another over TLS (h2); clients over h2c and TLS. Checks: the four call kinds with
+metadata, trailers and binary metadata, 1 MiB messages, gzip-compressed messages, upstream
+statuses, deadlines (the caller's, forwarded reduced; grpc.default_timeout enforced by the
+gateway with the upstream's call cancelled), cancellation by the client reaching the upstream,
+grpc.max_message_size both ways, an upstream down (UNAVAILABLE), no route (UNIMPLEMENTED), a
+non-gRPC upstream answer (mapped by the gRPC HTTP table), and a gRPC request over HTTP/1.1.
+"""
+import os, subprocess, sys, tempfile, threading, time
+from concurrent import futures
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from suite_support import Results, free_port, running_gateway  # noqa: E402
+
+CAUSEWAY = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else ".build/debug/causeway")
+results = Results()
+check = results.check
+SEEN = {"remaining": None, "cancelled": threading.Event(), "slow_cancelled": threading.Event()}
+
+
+def unary(request, context):
+    metadata = dict(context.invocation_metadata())
+    SEEN["remaining"] = context.time_remaining()
+    context.set_trailing_metadata((("x-trailer", "t1"), ("x-raw-bin", b"\x00\x01\xff")))
+    if request.startswith(b"big:"):
+        return b"x" * int(request[4:])
+    return b"echo:" + request + metadata.get("x-hello", "").encode() + (metadata.get("x-key-bin") or b"")
+
+
+def server_stream(request, context):
+    for index in range(5):
+        yield b"item%d" % index
+
+
+def endless(request, context):
+    context.add_callback(SEEN["cancelled"].set)
+    while context.is_active():
+        yield b"tick"
+        time.sleep(0.05)
+
+
+def client_stream(iterator, context):
+    return b"+".join(iterator)
+
+
+def bidi(iterator, context):
+    for message in iterator:
+        yield b"re:" + message
+
+
+def fail(request, context):
+    context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+
+
+def slow(request, context):
+    context.add_callback(SEEN["slow_cancelled"].set)
+    time.sleep(2)
+    return b"late"
+
+
+HANDLERS = {
+    "Unary": grpc.unary_unary_rpc_method_handler(unary),
+    "Server": grpc.unary_stream_rpc_method_handler(server_stream),
+    "Endless": grpc.unary_stream_rpc_method_handler(endless),
+    "Client": grpc.stream_unary_rpc_method_handler(client_stream),
+    "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+    "Fail": grpc.unary_unary_rpc_method_handler(fail),
+    "Slow": grpc.unary_unary_rpc_method_handler(slow),
+}
+
+
+def start_server(credentials=None):
+    server = grpc.server(futures.ThreadPoolExecutor(16), options=[("grpc.max_receive_message_length", 8 << 20)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("demo.Echo", HANDLERS),))
+    port = server.add_secure_port("127.0.0.1:0", credentials) if credentials else server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+def code_of(call):
+    try:
+        call()
+        return None, ""
+    except grpc.RpcError as error:
+        return error.code(), error.details() or ""
+
+
+def kinds(channel, name):
+    response, call = channel.unary_unary("/demo.Echo/Unary").with_call(
+        b"hi", metadata=(("x-hello", "world"), ("x-key-bin", b"\x00\xfe")), timeout=5)
+    trailers = dict(call.trailing_metadata())
+    check(f"{name}: unary with metadata, binary metadata and trailers passed intact",
+          response == b"echo:hiworld\x00\xfe" and trailers.get("x-trailer") == "t1" and trailers.get("x-raw-bin") == b"\x00\x01\xff",
+          f"{response!r} {trailers}")
+    check(f"{name}: server streaming", list(channel.unary_stream("/demo.Echo/Server")(b"x", timeout=5))
+          == [b"item%d" % i for i in range(5)])
+    check(f"{name}: client streaming", channel.stream_unary("/demo.Echo/Client")(iter([b"a", b"b", b"c"]), timeout=5) == b"a+b+c")
+    replies = list(channel.stream_stream("/demo.Echo/Bidi")(iter([b"1", b"2", b"3"]), timeout=5))
+    check(f"{name}: bidirectional streaming", replies == [b"re:1", b"re:2", b"re:3"], f"{replies}")
+    big = channel.unary_unary("/demo.Echo/Unary")(b"big:1048576", timeout=10)
+    check(f"{name}: a 1 MiB response message", big == b"x" * 1048576, f"{len(big)} bytes")
+    code, details = code_of(lambda: channel.unary_unary("/demo.Echo/Fail")(b"x", timeout=5))
+    check(f"{name}: the upstream's status passes", code == grpc.StatusCode.NOT_FOUND and details == "no such thing",
+          f"{code} {details}")
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="causeway-grpc-")
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    cert_pem, key_pem = open(cert, "rb").read(), open(key, "rb").read()
+    plain_server, plain_port = start_server()
+    tls_server, tls_port = start_server(grpc.ssl_server_credentials([(key_pem, cert_pem)]))
+    not_grpc = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "h2_upstream.py"),
+                                 os.path.join(tmp, "h2.port")], stdin=subprocess.PIPE)
+    for _ in range(100):
+        if os.path.exists(os.path.join(tmp, "h2.port")) and open(os.path.join(tmp, "h2.port")).read().strip():
+            break
+        time.sleep(0.05)
+    h2_port = int(open(os.path.join(tmp, "h2.port")).read())
+    port, gw_tls, admin, dead = free_port(), free_port(), free_port(), free_port()
+    config = f"""
+server: {{workers: 2, admin: {{address: "127.0.0.1:{admin}"}}}}
+listeners:
+  - {{name: plain, address: "127.0.0.1:{port}", protocols: [http1, h2c]}}
+  - {{name: tls, address: "127.0.0.1:{gw_tls}", protocols: [h2, http1], tls: {{certificates: [{{cert: "{cert}", key: "{key}"}}]}}}}
+upstreams:
+  plain: {{protocol: h2c, endpoints: [{{address: "127.0.0.1:{plain_port}"}}]}}
+  secure: {{protocol: h2, endpoints: [{{address: "127.0.0.1:{tls_port}"}}], tls: {{ca: "{cert}", server_name: localhost}}}}
+  down: {{protocol: h2c, endpoints: [{{address: "127.0.0.1:{dead}"}}]}}
+  notgrpc: {{protocol: h2c, endpoints: [{{address: "127.0.0.1:{h2_port}"}}]}}
+routes:
+  - {{name: down, match: {{path_prefix: /down.}}, upstream: down, rewrite: {{path_prefix: /demo.}}}}
+  - {{name: notgrpc, match: {{path_prefix: /notgrpc.}}, upstream: notgrpc}}
+  - {{name: limited, match: {{path_prefix: /limited.}}, upstream: plain, rewrite: {{path_prefix: /demo.}},
+      grpc: {{default_timeout: 300ms, max_message_size: 1KiB}}}}
+  - {{name: secure, match: {{path_prefix: /secure.}}, upstream: secure, rewrite: {{path_prefix: /demo.}}}}
+  - {{name: grpc, match: {{path_prefix: /demo.}}, upstream: plain}}
+"""
+    try:
+        with running_gateway(CAUSEWAY, config, tmp, port) as gateway:
+            plain = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 8 << 20)])
+            kinds(plain, "h2c")
+            tls = grpc.secure_channel(f"127.0.0.1:{gw_tls}", grpc.ssl_channel_credentials(cert_pem),
+                                      options=[("grpc.ssl_target_name_override", "localhost"),
+                                               ("grpc.max_receive_message_length", 8 << 20)])
+            kinds(tls, "TLS")
+            reply = tls.unary_unary("/secure.Echo/Unary")(b"s", timeout=5)
+            check("TLS client to a TLS (h2) upstream", reply == b"echo:s", f"{reply!r}")
+            gzip = grpc.insecure_channel(f"127.0.0.1:{port}", compression=grpc.Compression.Gzip)
+            check("gzip-compressed messages pass through",
+                  gzip.unary_unary("/demo.Echo/Unary")(b"z" * 5000, timeout=5) == b"echo:" + b"z" * 5000)
+
+            # Deadlines.
+            plain.unary_unary("/demo.Echo/Unary")(b"t", timeout=5)
+            remaining = SEEN["remaining"]
+            # grpcio rounds the timeout it sends up a little; the gateway's own is exact.
+            check("the caller's grpc-timeout reaches the upstream", remaining is not None and 3.5 < remaining <= 5.1,
+                  f"{remaining}")
+            plain.unary_unary("/limited.Echo/Unary")(b"t")
+            remaining = SEEN["remaining"]
+            check("grpc.default_timeout (300ms) reaches the upstream, less the time spent in the gateway",
+                  remaining is not None and 0.1 < remaining <= 0.3, f"{remaining}")
+            started = time.monotonic()
+            code, details = code_of(lambda: plain.unary_unary("/limited.Echo/Slow")(b"x"))
+            took = time.monotonic() - started
+            check("grpc.default_timeout 300ms enforced by the gateway: DEADLINE_EXCEEDED",
+                  code == grpc.StatusCode.DEADLINE_EXCEEDED and took < 1.5, f"{code} {details!r} after {took:.2f} s")
+            check("... and the upstream's call is cancelled", SEEN["slow_cancelled"].wait(3))
+
+            # Cancellation by the client reaches the upstream.
+            stream = plain.unary_stream("/demo.Echo/Endless")(b"x", timeout=10)
+            next(stream)
+            stream.cancel()
+            check("a client's cancel resets the upstream's call", SEEN["cancelled"].wait(3))
+
+            # Message size limit (1 KiB on /limited.), both ways.
+            code, details = code_of(lambda: plain.unary_unary("/limited.Echo/Unary")(b"y" * 2048, timeout=5))
+            check("a 2 KiB request message over max_message_size: RESOURCE_EXHAUSTED",
+                  code == grpc.StatusCode.RESOURCE_EXHAUSTED, f"{code} {details!r}")
+            code, details = code_of(lambda: plain.unary_unary("/limited.Echo/Unary")(b"big:2048", timeout=5))
+            check("a 2 KiB response message over max_message_size: RESOURCE_EXHAUSTED",
+                  code == grpc.StatusCode.RESOURCE_EXHAUSTED, f"{code} {details!r}")
+
+            # The gateway's own errors as gRPC statuses.
+            code, details = code_of(lambda: plain.unary_unary("/down.Echo/Unary")(b"x", timeout=5))
+            check("upstream down: UNAVAILABLE", code == grpc.StatusCode.UNAVAILABLE, f"{code} {details!r}")
+            code, details = code_of(lambda: plain.unary_unary("/nothing.Here/X")(b"x", timeout=5))
+            check("no route: UNIMPLEMENTED", code == grpc.StatusCode.UNIMPLEMENTED, f"{code} {details!r}")
+            code, details = code_of(lambda: plain.unary_unary("/notgrpc.Echo/X")(b"x", timeout=5))
+            check("a non-gRPC answer (200 text/plain): UNKNOWN, saying so", code == grpc.StatusCode.UNKNOWN and "not gRPC" in details,
+                  f"{code} {details!r}")
+            answer = subprocess.run(["curl", "-s", "--http1.1", "-o", "-", "-w", "%{http_code}", "-H", "content-type: application/grpc",
+                                     "--data-binary", "@/dev/null", f"http://127.0.0.1:{port}/demo.Echo/Unary"],
+                                    capture_output=True, text=True).stdout
+            check("gRPC over HTTP/1.1: 505 with a JSON error", answer.endswith("505") and "grpc_needs_http2" in answer, answer[-120:])
+            check("gateway still running", gateway.poll() is None)
+    finally:
+        plain_server.stop(0)
+        tls_server.stop(0)
+        not_grpc.kill()
+    results.finish("grpc")
+
+
+if __name__ == "__main__":
+    main()
