@@ -1,6 +1,6 @@
-"""What the Python benches share: a process's CPU ticks, nginx's worker, an nginx config for
-one proxied location, and stopping what a bench started."""
-import shutil, subprocess, time
+"""What the Python benches share: a process's CPU ticks and RSS, nginx's worker, an nginx
+config for one proxied location, Causeway started pinned, and stopping what a bench started."""
+import os, shutil, subprocess, time
 
 
 def ticks(pid):
@@ -8,6 +8,23 @@ def ticks(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
+
+
+def rss(pid):
+    """Resident memory of `pid`, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def start_causeway(binary, tmp, name, config):
+    """Causeway on `config` (written to tmp/name.yaml), one worker's worth pinned to CPU 0."""
+    path = f"{tmp}/{name}.yaml"
+    with open(path, "w") as f:
+        f.write(config)
+    return subprocess.Popen(["taskset", "-c", "0", os.path.abspath(binary), "run", "-c", path, "--log-level", "warning"])
 
 
 def nginx_worker(master):

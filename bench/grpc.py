@@ -19,7 +19,7 @@ Build first with scripts/build-release.sh (bench/grpc.sh does). Needs nginx, h2l
 import argparse, os, re, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import nginx_worker, stop, ticks  # noqa: E402
+from benchlib import nginx_worker, start_causeway, stop, ticks  # noqa: E402
 
 UPSTREAM, NGINX, CAUSEWAY, ADMIN = 18590, 18591, 18593, 18594
 
@@ -71,14 +71,11 @@ http {{
 """)
         nginx = subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp])
         processes.append(nginx)
-        with open(f"{tmp}/causeway.yaml", "w") as f:
-            f.write(f"""server: {{workers: 1, admin: {{address: "127.0.0.1:{ADMIN}"}}}}
+        causeway = start_causeway(args.causeway, tmp, "causeway", f"""server: {{workers: 1, admin: {{address: "127.0.0.1:{ADMIN}"}}}}
 listeners: [{{name: bench, address: "127.0.0.1:{CAUSEWAY}", protocols: [h2c]}}]
 upstreams: {{grpc: {{protocol: h2c, endpoints: [{{address: "127.0.0.1:{UPSTREAM}"}}]}}}}
 routes: [{{name: grpc, match: {{path_prefix: /}}, upstream: grpc}}]
 """)
-        causeway = subprocess.Popen(["taskset", "-c", "0", os.path.abspath(args.causeway), "run", "-c", f"{tmp}/causeway.yaml",
-                                     "--log-level", "warning"])
         processes.append(causeway)
         time.sleep(2)
         pids = {"nginx": nginx_worker(nginx.pid), "causeway": causeway.pid}

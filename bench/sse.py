@@ -20,7 +20,7 @@ Build first with scripts/build-release.sh (bench/sse.sh does). Needs nginx.
 import argparse, asyncio, os, resource, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import nginx_config, nginx_worker, stop, ticks  # noqa: E402
+from benchlib import nginx_config, nginx_worker, start_causeway, stop, ticks  # noqa: E402
 
 UPSTREAM, NGINX, FANOUT, PLAIN, ADMIN1, ADMIN2 = 18490, 18491, 18492, 18493, 18494, 18495
 EVENT = b"data: " + b"x" * 92 + b"\n\n"  # 100 bytes
@@ -115,14 +115,11 @@ def main():
         processes.append(nginx)
         pids = {"nginx": None}
         for name, port, admin, fanout in [("causeway", PLAIN, ADMIN2, "false"), ("fan-out", FANOUT, ADMIN1, "true")]:
-            with open(f"{tmp}/{name}.yaml", "w") as f:
-                f.write(f"""server: {{workers: 1, admin: {{address: "127.0.0.1:{admin}"}}}}
+            process = start_causeway(args.causeway, tmp, name, f"""server: {{workers: 1, admin: {{address: "127.0.0.1:{admin}"}}}}
 listeners: [{{name: bench, address: "127.0.0.1:{port}", limits: {{max_connections: 65536}}}}]
 upstreams: {{events: {{endpoints: [{{address: "127.0.0.1:{UPSTREAM}"}}], pool: {{max_connections: 65536}}}}}}
 routes: [{{name: events, match: {{path_prefix: /}}, upstream: events, sse: {{fanout: {fanout}}}}}]
 """)
-            process = subprocess.Popen(["taskset", "-c", "0", os.path.abspath(args.causeway), "run", "-c", f"{tmp}/{name}.yaml",
-                                        "--log-level", "warning"])
             processes.append(process)
             pids[name] = process.pid
         time.sleep(2)

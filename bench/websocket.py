@@ -21,19 +21,13 @@ when absent) and `pip install websockets`.
 import argparse, asyncio, os, resource, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import nginx_config, nginx_worker, stop, ticks  # noqa: E402
+from benchlib import nginx_config, nginx_worker, rss, start_causeway, stop, ticks  # noqa: E402
 
 from websockets.asyncio.client import connect
 
 UPSTREAM, NGINX, CADDY, CAUSEWAY, ADMIN = 18390, 18391, 18392, 18393, 18394
 
 
-def rss(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 async def echo_load(port, connections, duration):
@@ -88,14 +82,11 @@ def main():
             f.write(nginx_config(tmp, NGINX, UPSTREAM, 'proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";'))
         nginx = subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp])
         processes.append(nginx)
-        with open(f"{tmp}/causeway.yaml", "w") as f:
-            f.write(f"""server: {{workers: 1, admin: {{address: "127.0.0.1:{ADMIN}"}}}}
+        causeway = start_causeway(args.causeway, tmp, "causeway", f"""server: {{workers: 1, admin: {{address: "127.0.0.1:{ADMIN}"}}}}
 listeners: [{{name: bench, address: "127.0.0.1:{CAUSEWAY}", limits: {{max_connections: 65536}}}}]
 upstreams: {{echo: {{endpoints: [{{address: "127.0.0.1:{UPSTREAM}"}}]}}}}
 routes: [{{name: ws, match: {{path_prefix: /}}, upstream: echo, websocket: {{}}}}]
 """)
-        causeway = subprocess.Popen(["taskset", "-c", "0", os.path.abspath(args.causeway), "run", "-c", f"{tmp}/causeway.yaml",
-                                     "--log-level", "warning"])
         processes.append(causeway)
         caddy = None
         if shutil.which("caddy"):

@@ -48,15 +48,6 @@ enum GRPC {
     static func isGRPC(_ contentType: String?) -> Bool {
         contentType?.caseInsensitiveHasPrefix("application/grpc") ?? false
     }
-
-    /// Trailers that end a call with `status` (used once a response has started).
-    static func trailers(status: Int, message: String, requestID: String) -> HTTPFields {
-        var fields = HTTPFields()
-        fields[GatewayError.grpcStatus] = String(status)
-        fields[GatewayError.grpcMessage] = GatewayError.percentEncoded(message)
-        if !requestID.isEmpty { fields[GatewayError.requestIDField] = requestID }
-        return fields
-    }
 }
 
 /// Follows the length-prefixed messages of a gRPC body (1 flag byte, 4 length bytes, then the
@@ -106,10 +97,9 @@ struct GRPCCallState {
     /// The caller's deadline (`grpc-timeout` or `grpc.default_timeout`), when it is sooner than
     /// the route's timeout (which the upstream client enforces already).
     var deadline: Scheduled<Void>?
-    let limit: Int
+    var limit: Int { requestMeter.limit }
 
     init(limit: Int) {
-        self.limit = limit
         requestMeter = GRPCMessageMeter(limit: limit)
         responseMeter = GRPCMessageMeter(limit: limit)
     }
@@ -159,7 +149,7 @@ extension ProxyTask {
         if exchange.responseState == .pending {
             exchange.fail(error)
         } else {
-            exchange.sendResponseEnd(GRPC.trailers(status: error.grpcStatusCode, message: error.message, requestID: exchange.requestID))
+            exchange.sendResponseEnd(error.grpcStatusFields(requestID: exchange.requestID))
         }
     }
 

@@ -276,8 +276,6 @@ final class WebSocketKeeper {
         period = min(max(.nanoseconds(shortest.nanoseconds / 4), .milliseconds(100)), .seconds(1))
     }
 
-    var count: Int { sessions.count }
-
     func add(_ session: WebSocketSession) {
         session.keeperIndex = sessions.count
         sessions.append(session)

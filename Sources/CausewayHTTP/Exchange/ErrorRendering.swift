@@ -7,7 +7,7 @@ import NIOCore
 extension GatewayError {
     public static let grpcStatus = HTTPField.Name("grpc-status")!
     public static let grpcMessage = HTTPField.Name("grpc-message")!
-    public static let requestIDField = HTTPField.Name("x-request-id")!
+    static let requestIDField = HTTPField.Name("x-request-id")!
 
     public func rendered(as format: ErrorFormat, requestID: String,
                          allocator: ByteBufferAllocator) -> (HTTPResponse, ByteBuffer?) {
@@ -25,11 +25,19 @@ extension GatewayError {
             // no message sent yet it is trailers-only: one HEADERS frame that ends the stream.
             var response = HTTPResponse(status: .ok)
             response.headerFields[.contentType] = "application/grpc"
-            response.headerFields[Self.grpcStatus] = String(grpcStatusCode)
-            response.headerFields[Self.grpcMessage] = Self.percentEncoded(message)
-            if !requestID.isEmpty { response.headerFields[Self.requestIDField] = requestID }
+            response.headerFields.append(contentsOf: grpcStatusFields(requestID: requestID))
             return (response, nil)
         }
+    }
+
+    /// `grpc-status`, `grpc-message` and the request id: a trailers-only answer's head, or the
+    /// trailers that end a call whose messages already began.
+    public func grpcStatusFields(requestID: String) -> HTTPFields {
+        var fields = HTTPFields()
+        fields[Self.grpcStatus] = String(grpcStatusCode)
+        fields[Self.grpcMessage] = Self.percentEncoded(message)
+        if !requestID.isEmpty { fields[Self.requestIDField] = requestID }
+        return fields
     }
 
     /// The gRPC status for this error: by its code where the meaning is precise, else by the
@@ -53,7 +61,7 @@ extension GatewayError {
     }
 
     /// `grpc-message` is percent-encoded: bytes outside printable ASCII, and `%` itself.
-    public static func percentEncoded(_ text: String) -> String {
+    static func percentEncoded(_ text: String) -> String {
         guard text.utf8.contains(where: { $0 < 0x20 || $0 > 0x7E || $0 == UInt8(ascii: "%") }) else { return text }
         let hex = Array("0123456789ABCDEF".utf8)
         var out: [UInt8] = []
