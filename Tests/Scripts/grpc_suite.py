@@ -10,6 +10,8 @@ statuses, deadlines (the caller's, forwarded reduced; grpc.default_timeout enfor
 gateway with the upstream's call cancelled), cancellation by the client reaching the upstream,
 grpc.max_message_size both ways, an upstream down (UNAVAILABLE), no route (UNIMPLEMENTED), a
 non-gRPC upstream answer (mapped by the gRPC HTTP table), and a gRPC request over HTTP/1.1.
+Hostile calls by hand (h2): grpc-timeout overflowing or malformed, a prefix claiming 4 GiB, a
+message one byte at a time, 20,000 empty messages; others are served throughout.
 """
 import os, subprocess, sys, tempfile, threading, time
 from concurrent import futures
@@ -17,6 +19,7 @@ from concurrent import futures
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from h2_websocket import H2WebSocketConnection  # noqa: E402
 from suite_support import Results, free_port, running_gateway  # noqa: E402
 
 CAUSEWAY = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else ".build/debug/causeway")
@@ -111,6 +114,68 @@ def kinds(channel, name):
           f"{code} {details}")
 
 
+def raw_call(conn, path, timeout=None, data=None, end=True):
+    """A hand-made gRPC call on `conn`; returns its stream id."""
+    sid = conn.conn.get_next_available_stream_id()
+    headers = [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "127.0.0.1"),
+               ("content-type", "application/grpc"), ("te", "trailers")]
+    if timeout is not None:
+        headers.append(("grpc-timeout", timeout))
+    conn.conn.send_headers(sid, headers)
+    if data is not None:
+        conn.send_raw(sid, data)
+    if end:
+        conn.end(sid)
+    conn.flush()
+    return sid
+
+
+def grpc_status(conn, sid, wait=5):
+    conn.pump(lambda: sid in conn.trailers or (sid in conn.status and "grpc-status" in conn.status[sid])
+              or sid in conn.resets, wait)
+    fields = conn.trailers.get(sid) or conn.status.get(sid) or {}
+    return fields.get("grpc-status")
+
+
+def hostile(port, channel):
+    """The worst a caller can send: each gets its documented answer, and others go on."""
+    def still_serving():
+        started = time.monotonic()
+        ok = channel.unary_unary("/demo.Echo/Unary")(b"ok", timeout=5) == b"echo:ok"
+        return ok and time.monotonic() - started < 1.0
+
+    message = b"\x00\x00\x00\x00\x02hi"
+    conn = H2WebSocketConnection(port)
+    statuses = {value: grpc_status(conn, raw_call(conn, "/demo.Echo/Unary", value, message))
+                for value in ["99999999H", "123456789S", "abcS", "-5S", "5", "1x", ""]}
+    # Nothing caps it here (route timeout 0): the largest timeout must not overflow a deadline.
+    statuses["99999999H, no route timeout"] = grpc_status(conn, raw_call(conn, "/untimed.Echo/Unary", "99999999H", message))
+    check("grpc-timeout overflowing (saturated) or malformed (no timeout): the call still answers 0",
+          all(status == "0" for status in statuses.values()) and still_serving(), f"{statuses}")
+    # A prefix claiming a 4 GiB message: refused from its five bytes, nothing waited for.
+    started = time.monotonic()
+    huge = grpc_status(conn, raw_call(conn, "/demo.Echo/Unary", data=b"\x00\xff\xff\xff\xff", end=False))
+    limited = grpc_status(conn, raw_call(conn, "/limited.Echo/Unary", data=b"\x01\x00\x00\x04\x01", end=False))
+    check("a message prefix claiming 4 GiB (and 1025 bytes on a 1 KiB route): RESOURCE_EXHAUSTED at once",
+          (huge, limited) == ("8", "8") and time.monotonic() - started < 2 and still_serving(), f"{huge} {limited}")
+    # One byte at a time, slowly: the call is answered when its message is whole; others are
+    # served meanwhile from the same loops.
+    sid = raw_call(conn, "/demo.Echo/Unary", end=False)
+    fast = True
+    for byte in message:
+        conn.send_raw(sid, bytes([byte]))
+        fast = fast and still_serving()
+        time.sleep(0.2)
+    conn.end(sid)
+    check("a message sent one byte per 200 ms is answered, others served meanwhile",
+          grpc_status(conn, sid) == "0" and fast)
+    # Thousands of empty messages in one body: counted, not buffered, answered by the upstream.
+    sid = raw_call(conn, "/demo.Echo/Client", data=b"\x00\x00\x00\x00\x00" * 20000)
+    check("20,000 empty messages in one client stream pass, others still served",
+          grpc_status(conn, sid, wait=15) == "0" and still_serving())
+    conn.close()
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="causeway-grpc-")
     cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
@@ -143,6 +208,7 @@ routes:
   - {{name: notgrpc, match: {{path_prefix: /notgrpc.}}, upstream: notgrpc}}
   - {{name: limited, match: {{path_prefix: /limited.}}, upstream: plain, rewrite: {{path_prefix: /demo.}},
       grpc: {{default_timeout: 300ms, max_message_size: 1KiB}}}}
+  - {{name: untimed, match: {{path_prefix: /untimed.}}, upstream: plain, rewrite: {{path_prefix: /demo.}}, timeout: 0}}
   - {{name: secure, match: {{path_prefix: /secure.}}, upstream: secure, rewrite: {{path_prefix: /demo.}}}}
   - {{name: grpc, match: {{path_prefix: /demo.}}, upstream: plain}}
 """
@@ -203,6 +269,7 @@ routes:
                                      "--data-binary", "@/dev/null", f"http://127.0.0.1:{port}/demo.Echo/Unary"],
                                     capture_output=True, text=True).stdout
             check("gRPC over HTTP/1.1: 505 with a JSON error", answer.endswith("505") and "grpc_needs_http2" in answer, answer[-120:])
+            hostile(port, plain)
             check("gateway still running", gateway.poll() is None)
     finally:
         plain_server.stop(0)

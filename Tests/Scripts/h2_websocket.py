@@ -1,5 +1,6 @@
 """A small RFC 8441 client on the Python `h2` library: WebSockets as HTTP/2 streams opened by
-an extended CONNECT. Used by websocket_suite.py (h2c with prior knowledge, and TLS with ALPN h2).
+an extended CONNECT. Used by websocket_suite.py (h2c with prior knowledge, and TLS with ALPN h2),
+and by grpc_suite.py for hand-made hostile calls (any headers, raw DATA).
 
 Frames are written and read by hand (client frames masked, as RFC 8441 keeps RFC 6455's
 framing), so tests can send exactly what they mean, hostile frames included.
@@ -59,6 +60,7 @@ class H2WebSocketConnection:
         self.conn.initiate_connection()
         self.flush()
         self.status = {}
+        self.trailers = {}
         self.data = {}
         self.ended = set()
         self.resets = {}
@@ -114,6 +116,8 @@ class H2WebSocketConnection:
             elif isinstance(event, h2.events.DataReceived):
                 self.data.setdefault(event.stream_id, bytearray()).extend(event.data)
                 self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.TrailersReceived):
+                self.trailers[event.stream_id] = dict(event.headers)
             elif isinstance(event, h2.events.StreamEnded):
                 self.ended.add(event.stream_id)
             elif isinstance(event, h2.events.StreamReset):

@@ -77,6 +77,12 @@ class Upstream:
         event = (f"id: {event_id}\n" if event_id is not None else "").encode() + b"data: " + data + b"\n\n"
         self.loop.call_soon_threadsafe(self._publish, path, event)
 
+    def publish_raw(self, path, data):
+        def send():
+            for writer in list(self.subscribers.get(path, ())):
+                writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.loop.call_soon_threadsafe(send)
+
     def drop(self, path):
         def close_all():
             for writer in list(self.subscribers.get(path, ())):
@@ -198,6 +204,16 @@ def checks(port, upstream):
     delivered = all(c.read_until(b"data: after-reconnect\n\n") for c in clients)
     check("upstream dropped: reconnected with Last-Event-ID 355, clients kept their streams",
           back and last == "355" and delivered, f"back={back} last-event-id={last} delivered={delivered}")
+    # A hostile upstream: 2 MiB without a blank line. Never buffered past 1 MiB: the
+    # subscription drops it and comes back; the clients keep their streams.
+    before = upstream.count("/feed/a")
+    upstream.publish_raw("/feed/a", b"data: " + b"y" * (2 << 20))
+    back = wait_for(lambda: upstream.count("/feed/a") > before and upstream.open_count("/feed/a") == 1, timeout=5)
+    time.sleep(0.1)
+    upstream.publish("/feed/a", 201, b"after-flood")
+    delivered = all(c.read_until(b"data: after-flood\n\n") for c in clients)
+    check("an upstream event over 1 MiB with no end: subscription renewed, clients keep their streams",
+          back and delivered and all(b"yyyyyyyy" not in c.data for c in clients), f"back={back} delivered={delivered}")
     # The last client leaving closes the subscription.
     for c in clients:
         c.close()

@@ -404,6 +404,29 @@ async def h2_checks(port, tls_port, base, cafile):
           statuses == ["426", "400", "405"], f"{statuses}")
     conn.send(sids[-1], 1, b"still")
     check("h2c: the connection still serves its WebSockets", conn.recv(sids[-1]) == (1, b"still"))
+
+    # Hostile streams: each gets its answer; the other WebSockets on the connection go on.
+    sid, _ = conn.open("/ws/echo")
+    conn.send_raw(sid, bytes([0x82, 0xFF]) + struct.pack(">Q", (1 << 63) - 1) + os.urandom(4))
+    code = close_code(conn.recv(sid))
+    conn.send(sids[1], 1, b"after")
+    check("h2c: a frame header claiming 2^63-1 bytes -> 1009, other streams unaffected",
+          code == 1009 and conn.recv(sids[1]) == (1, b"after"), f"{code}")
+    sid, _ = conn.open("/ws/echo")
+    whole = __import__("h2_websocket").ws_frame(1, b"slowly")
+    for byte in whole:  # one byte per DATA frame, 50 ms apart
+        conn.send_raw(sid, bytes([byte]))
+        time.sleep(0.05)
+    check("h2c: a frame sent one byte per DATA frame is echoed whole", conn.recv(sid) == (1, b"slowly"))
+    sid = conn.conn.get_next_available_stream_id()
+    conn.conn.send_headers(sid, [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"), (":path", "/ws/echo"),
+                                 (":authority", "127.0.0.1"), ("sec-websocket-version", "13")], end_stream=True)
+    conn.flush()
+    conn.pump(lambda: sid in conn.status or sid in conn.resets)
+    ended = conn.status.get(sid, {}).get(":status")
+    conn.send(sids[2], 1, b"again")
+    check("h2c: an extended CONNECT that ends its stream at once -> 405, others unaffected",
+          ended == "405" and conn.recv(sids[2]) == (1, b"again"), f"{ended}")
     conn.close()
 
 
