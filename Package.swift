@@ -30,6 +30,7 @@ let package = Package(
         // For Tests/Fuzz, a package of its own (libFuzzer builds everything instrumented).
         .library(name: "CausewayGraphQL", targets: ["CausewayGraphQL"]),
         .library(name: "CausewayHTTP", targets: ["CausewayHTTP"]),
+        .library(name: "CausewayTranscoding", targets: ["CausewayTranscoding"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -79,10 +80,16 @@ let package = Package(
             ],
             swiftSettings: releaseSettings
         ),
+        // Descriptor-driven protobuf ↔ JSON and google.api.http rules (gRPC transcoding).
+        .target(
+            name: "CausewayTranscoding",
+            dependencies: ["CausewayHTTP", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: releaseSettings
+        ),
         .target(
             name: "CausewayGateway",
             dependencies: nio + [
-                "CausewayConfig", "CausewayHTTP", "CausewayUpstream", "CausewayCompression", "CausewayGraphQL", "COpenSSL",
+                "CausewayConfig", "CausewayHTTP", "CausewayUpstream", "CausewayCompression", "CausewayGraphQL", "CausewayTranscoding", "COpenSSL",
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
@@ -91,7 +98,7 @@ let package = Package(
             ],
             swiftSettings: releaseSettings
         ),
-        .target(name: "CausewayDemo", dependencies: nio + [.product(name: "NIOWebSocket", package: "swift-nio")]),
+        .target(name: "CausewayDemo", dependencies: nio + ["CausewayHTTP", "CausewayTranscoding", .product(name: "NIOWebSocket", package: "swift-nio")]),
         .executableTarget(
             name: "causeway",
             dependencies: [
@@ -105,7 +112,7 @@ let package = Package(
             name: "CausewayTests",
             dependencies: nio + [
                 "CausewayConfig", "CausewayHTTP", "CausewayUpstream", "CausewayGateway", "CausewayDemo",
-                "CausewayCompression", "CausewayGraphQL",
+                "CausewayCompression", "CausewayGraphQL", "CausewayTranscoding",
                 .product(name: "GraphQL", package: "GraphQL"),
                 .product(name: "OrderedCollections", package: "swift-collections"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -11,6 +11,10 @@ Method
     completed call; medians over ROUNDS interleaved rounds. The upstream is the bottleneck, so
     calls/s compares nothing.
   * Target (issue 13): unary CPU per call <= nginx's.
+  * Transcoding: the same upstream also serves demo.v1.Greeter/SayHello (protos/demo.pb) with a
+    fixed HelloReply; Causeway's CPU per call is measured for that method called as gRPC (POST,
+    framed HelloRequest) and as REST/JSON (`GET /v1/greetings/bench`, answered as JSON), same
+    connections and streams. Target: a transcoded call costs <= 2x a proxied one.
 
 Usage: bench/grpc.py [--causeway .build/release/causeway] [--duration 10] [--rounds 3]
                      [--clients 4] [--streams 16]
@@ -30,16 +34,20 @@ server = grpc.server(futures.ThreadPoolExecutor(8))
 reply = b"r" * 16
 server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
     "demo.Echo", {{"Unary": grpc.unary_unary_rpc_method_handler(lambda request, context: reply)}}),))
+# demo.v1.HelloReply {{message: "Hello, bench!", sequence: 1}}, hand-encoded.
+hello = b"\x0a\x0dHello, bench!\x18\x01"
+server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+    "demo.v1.Greeter", {{"SayHello": grpc.unary_unary_rpc_method_handler(lambda request, context: hello)}}),))
 server.add_insecure_port("127.0.0.1:{UPSTREAM}")
 server.start()
 server.wait_for_termination()
 """
 
 
-def h2load(port, args, payload):
-    out = subprocess.run(["taskset", "-c", "1", "h2load", "-c", str(args.clients), "-m", str(args.streams), "-D", str(args.duration),
-                          "-d", payload, "-H", "content-type: application/grpc", "-H", "te: trailers",
-                          f"http://127.0.0.1:{port}/demo.Echo/Unary"], capture_output=True, text=True).stdout
+def h2load(port, args, payload, path="/demo.Echo/Unary"):
+    body = ["-d", payload, "-H", "content-type: application/grpc", "-H", "te: trailers"] if payload else []
+    out = subprocess.run(["taskset", "-c", "1", "h2load", "-c", str(args.clients), "-m", str(args.streams), "-D", str(args.duration)]
+                         + body + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True).stdout
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
     return (int(done.group(2)) if done else 0), out
 
@@ -56,6 +64,9 @@ def main():
     payload = os.path.join(tmp, "call.bin")
     with open(payload, "wb") as f:
         f.write(b"\x00\x00\x00\x00\x20" + b"m" * 32)
+    hello = os.path.join(tmp, "hello.bin")
+    with open(hello, "wb") as f:
+        f.write(b"\x00\x00\x00\x00\x07\x0a\x05bench")  # demo.v1.HelloRequest {name: "bench"}
     processes = []
     try:
         processes.append(subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", UPSTREAM_CODE]))
@@ -74,7 +85,10 @@ http {{
         causeway = start_causeway(args.causeway, tmp, "causeway", f"""server: {{workers: 1, admin: {{address: "127.0.0.1:{ADMIN}"}}}}
 listeners: [{{name: bench, address: "127.0.0.1:{CAUSEWAY}", protocols: [h2c]}}]
 upstreams: {{grpc: {{protocol: h2c, endpoints: [{{address: "127.0.0.1:{UPSTREAM}"}}]}}}}
-routes: [{{name: grpc, match: {{path_prefix: /}}, upstream: grpc}}]
+routes:
+  - {{name: greeter, match: {{path_prefix: /demo.v1.}}, upstream: grpc,
+      grpc: {{transcode: {{descriptors: "{os.path.abspath("protos/demo.pb")}", services: [demo.v1.Greeter]}}}}}}
+  - {{name: grpc, match: {{path_prefix: /}}, upstream: grpc}}
 """)
         processes.append(causeway)
         time.sleep(2)
@@ -100,6 +114,28 @@ routes: [{{name: grpc, match: {{path_prefix: /}}, upstream: grpc}}]
         for name in pids:
             cpu = statistics.median(per_call[name])
             print(f"{name:9} {cpu:11.2f}  {cpu / base:8.2f}")
+
+        # Transcoding: one method, called as gRPC and as REST/JSON, through Causeway alone.
+        kinds = {"gRPC": (hello, "/demo.v1.Greeter/SayHello"), "REST/JSON": (None, "/v1/greetings/bench")}
+        per_kind = {kind: [] for kind in kinds}
+        for kind, (body, path) in kinds.items():
+            done, out = h2load(CAUSEWAY, argparse.Namespace(**{**vars(args), "duration": 2}), body, path)
+            if done == 0:
+                raise SystemExit(f"{kind}: no call succeeded\n{out}")
+        for round_ in range(args.rounds):
+            for kind, (body, path) in kinds.items():
+                before = ticks(causeway.pid)
+                done, _ = h2load(CAUSEWAY, args, body, path)
+                cpu = (ticks(causeway.pid) - before) / os.sysconf("SC_CLK_TCK") * 1e6 / max(done, 1)
+                per_kind[kind].append(cpu)
+                print(f"[bench] round {round_ + 1} {kind:9} {done / args.duration:8.0f} calls/s  cpu {cpu:6.2f} us/call",
+                      file=sys.stderr)
+        print(f"\ndemo.v1.Greeter/SayHello through Causeway, as gRPC and transcoded (medians)\n")
+        print("call       CPU us/call  vs gRPC")
+        base = statistics.median(per_kind["gRPC"])
+        for kind in kinds:
+            cpu = statistics.median(per_kind[kind])
+            print(f"{kind:10} {cpu:11.2f}  {cpu / base:7.2f}")
     finally:
         stop(processes, tmp)
 

@@ -3,7 +3,7 @@
 # Usage: scripts/setup.sh [extra packages...]   (bench/ passes nginx, haproxy, wrk)
 set -euo pipefail
 
-packages=(libnghttp2-dev libssl-dev zlib1g-dev libbrotli-dev pkg-config curl openssl nghttp2-client nginx python3-pip "$@")
+packages=(libnghttp2-dev libssl-dev zlib1g-dev libbrotli-dev pkg-config curl openssl nghttp2-client nginx python3-pip protobuf-compiler libprotobuf-dev "$@")
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -18,7 +18,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # Python peers for protocol-level tests (HTTP/2 frames built by hand).
-if ! python3 -c "import hyperframe, hpack, h2, jsonschema, yaml" 2>/dev/null; then
+if ! python3 -c "import hyperframe, hpack, h2, jsonschema, yaml, grpc, grpc_tools, httpx, google.protobuf, google.api.annotations_pb2" 2>/dev/null; then
     echo "setup: installing Python packages from scripts/requirements.txt" >&2
     python3 -m pip install -q -r "$(dirname "$0")/requirements.txt" 2>/dev/null \
         || python3 -m pip install -q --break-system-packages -r "$(dirname "$0")/requirements.txt"

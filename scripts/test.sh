@@ -28,7 +28,11 @@ python3 Tests/Scripts/websocket_scale.py .build/debug/causeway
 # 10,000 clients on one subscription with memory per client (docs/sse.md).
 python3 Tests/Scripts/sse_fanout_suite.py .build/debug/causeway
 # gRPC through the gateway with grpcio servers and clients: the four call kinds over h2c and
-# TLS, metadata and trailers, deadlines, cancellation, size limits, gRPC statuses (docs/grpc.md).
+# TLS, metadata and trailers, deadlines, cancellation, size limits, gRPC statuses, and gRPC-Web
+# (binary and text, HTTP/1.1 and h2) by a test client of its own (docs/grpc.md).
 python3 Tests/Scripts/grpc_suite.py .build/debug/causeway
+# JSON transcoding (grpc.transcode) against a grpcio upstream: every google.api.http mapping
+# rule with curl, compared field by field with protobuf's json_format (docs/grpc.md).
+python3 Tests/Scripts/transcode_suite.py .build/debug/causeway
 # libFuzzer smoke run (60 s per harness; longer runs: Tests/Fuzz/run.sh 1800).
 CAUSEWAY_FUZZ_SMOKE=1 Tests/Fuzz/run.sh "${CAUSEWAY_FUZZ_SECONDS:-60}"

@@ -35,14 +35,19 @@ struct Demo: AsyncParsableCommand {
         }
         let services: DemoServices
         let realtime: any Channel
+        let greeter: any Channel
         do {
             services = try await DemoServices.start(on: MultiThreadedEventLoopGroup.singleton.next())
             realtime = try await RealtimeService.start(on: MultiThreadedEventLoopGroup.singleton.next())
+            greeter = try await GreeterService.start(on: MultiThreadedEventLoopGroup.singleton.next())
         } catch {
-            printError("causeway demo: cannot start the demo services on 127.0.0.1:3002/3003/3004: \(error)")
+            printError("causeway demo: cannot start the demo services on 127.0.0.1:3002/3003/3004/3005: \(error)")
             throw ExitCode(1)
         }
-        defer { realtime.close(promise: nil) }
+        defer {
+            realtime.close(promise: nil)
+            greeter.close(promise: nil)
+        }
         try await serve(loaded, configPath: config, logger: logger) { server in
             let port = server.listenerAddresses["public"]?.port ?? 8080
             let tlsPort = server.listenerAddresses["public-tls"]?.port ?? 8443
@@ -52,7 +57,7 @@ struct Demo: AsyncParsableCommand {
 
             Causeway demo is running: gateway on http://localhost:\(port) and https://localhost:\(tlsPort)
             (self-signed certificate in config/certs), users service on :3002, orders on :3003,
-            ticks and echo on :3004.
+            ticks and echo on :3004, gRPC demo.v1.Greeter on :3005.
             Try, in another terminal:
 
               curl -i http://localhost:\(port)/api/v1/users
@@ -65,6 +70,9 @@ struct Demo: AsyncParsableCommand {
               curl -i --cacert config/certs/localhost.crt https://localhost:\(tlsPort)/api/v1/users   # h2 over TLS
               curl -N http://localhost:\(port)/events/ticks                       # an event stream, one tick a second
               python3 -m websockets ws://localhost:\(port)/ws/echo                # a WebSocket echo (pip install websockets)
+              curl -s http://localhost:\(port)/v1/greetings/ada                   # gRPC demo.v1.Greeter/SayHello, as REST/JSON
+              curl -sN http://localhost:\(port)/v1/greetings/ada/stream?count=3   # a server stream as a JSON array, element by element
+              python3 scripts/grpc_demo.py localhost:\(port)                     # the same service over gRPC and gRPC-Web
               curl -i http://localhost:\(port)/api/v1/nothing-here        # 404 with a JSON error and request id
               curl -i -X DELETE http://localhost:\(port)/api/v1/users/1   # 405 with Allow
               curl -i http://\(admin)/ready

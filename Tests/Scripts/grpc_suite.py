@@ -16,7 +16,10 @@ message one byte at a time, 20,000 empty messages; others are served throughout.
 import os, subprocess, sys, tempfile, threading, time
 from concurrent import futures
 
+import base64, http.client
+
 import grpc
+import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from h2_websocket import H2WebSocketConnection  # noqa: E402
@@ -176,6 +179,109 @@ def hostile(port, channel):
     conn.close()
 
 
+# gRPC-Web: a test client of its own (no package does both modes over HTTP/1.1 and h2).
+def web_frame(message, flag=0):
+    return bytes([flag]) + len(message).to_bytes(4, "big") + message
+
+
+def web_decode_text(body):
+    """grpc-web-text bodies come as base64 pieces, each padded: decode 4 characters at a time."""
+    out = b""
+    for index in range(0, len(body), 4):
+        out += base64.b64decode(body[index:index + 4])
+    return out
+
+
+def web_frames(data):
+    """(messages, trailers dict) from a gRPC-Web response body."""
+    messages, trailers, index = [], {}, 0
+    while index + 5 <= len(data):
+        flag, length = data[index], int.from_bytes(data[index + 1:index + 5], "big")
+        payload = data[index + 5:index + 5 + length]
+        index += 5 + length
+        if flag & 0x80:
+            for line in payload.decode().split("\r\n"):
+                if line:
+                    name, _, value = line.partition(":")
+                    trailers[name.strip().lower()] = value.strip()
+        else:
+            messages.append(payload)
+    return messages, trailers, index == len(data)
+
+
+def web_call_h1(port, path, message, text=False, chunked=False, headers=None, raw_body=None):
+    """One gRPC-Web call over HTTP/1.1: (status, response headers, messages, trailers, well framed)."""
+    body = web_frame(message)
+    if text:
+        body = base64.b64encode(body)
+    if raw_body is not None:
+        body = raw_body
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    kind = "application/grpc-web-text+proto" if text else "application/grpc-web+proto"
+    all_headers = {"content-type": kind, "x-grpc-web": "1", **(headers or {})}
+    if chunked:
+        # Odd-sized pieces: the gateway decodes base64 across them.
+        pieces = [body[i:i + 7] for i in range(0, len(body), 7)]
+        conn.request("POST", path, body=iter(pieces), headers=all_headers, encode_chunked=True)
+    else:
+        conn.request("POST", path, body=body, headers=all_headers)
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    if text:
+        data = web_decode_text(data)
+    messages, trailers, whole = web_frames(data)
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, messages, trailers, whole
+
+
+def grpc_web(port, tls_port, cert):
+    for text in (False, True):
+        mode = "text" if text else "binary"
+        status, headers, messages, trailers, whole = web_call_h1(port, "/web.Echo/Unary", b"hi", text=text, headers={"x-hello": "!"})
+        check(f"gRPC-Web {mode} over HTTP/1.1: unary message and trailers as the 0x80 frame",
+              status == 200 and messages == [b"echo:hi!"] and trailers.get("grpc-status") == "0"
+              and trailers.get("x-trailer") == "t1" and whole, f"{status} {messages} {trailers}")
+        # The upstream's codec suffix (none from grpcio) carries over.
+        expected = "application/grpc-web-text" if text else "application/grpc-web"
+        check(f"gRPC-Web {mode}: response content type {expected}", headers.get("content-type") == expected, f"{headers}")
+        status, headers, messages, trailers, whole = web_call_h1(port, "/web.Echo/Server", b"s", text=text, chunked=True)
+        check(f"gRPC-Web {mode} over HTTP/1.1: server streaming (request body chunked in odd pieces)",
+              messages == [b"item%d" % i for i in range(5)] and trailers.get("grpc-status") == "0" and whole,
+              f"{status} {messages} {trailers}")
+        status, headers, messages, trailers, whole = web_call_h1(port, "/web.Echo/Fail", b"x", text=text)
+        code = headers.get("grpc-status") or trailers.get("grpc-status")
+        check(f"gRPC-Web {mode}: an upstream status (NOT_FOUND) reaches the browser", status == 200 and code == "5",
+              f"{status} {headers} {trailers}")
+    # Each streamed message is flushed: the first arrives while the stream goes on.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("POST", "/web.Echo/Endless", body=web_frame(b"x"), headers={"content-type": "application/grpc-web+proto"})
+    response = conn.getresponse()
+    first = response.read1(64) if hasattr(response, "read1") else response.read(9)
+    check("gRPC-Web server streaming: each message flushed as it comes", first.startswith(web_frame(b"tick")), f"{first!r}")
+    conn.close()
+    status, headers, _, _, _ = web_call_h1(port, "/webdown.Echo/Unary", b"x")
+    check("gRPC-Web: upstream down is UNAVAILABLE in the head, gRPC-Web content type",
+          status == 200 and headers.get("grpc-status") == "14" and headers.get("content-type") == "application/grpc-web+proto"
+          and headers.get("x-request-id"), f"{status} {headers}")
+    status, headers, _, _, _ = web_call_h1(port, "/web.Echo/Unary", b"", text=True, raw_body=b"AAAAAAJoaQ=!")
+    check("gRPC-Web text: a body that is not base64 gets a gRPC status, not a crash",
+          status == 200 and headers.get("grpc-status") not in (None, "0"), f"{status} {headers}")
+    # HTTP/2 (TLS, as browsers use it), binary and text.
+    with httpx.Client(http2=True, verify=cert) as client:
+        for text in (False, True):
+            mode = "text" if text else "binary"
+            body = web_frame(b"h2")
+            response = client.post(f"https://localhost:{tls_port}/web.Echo/Server" if text else f"https://localhost:{tls_port}/web.Echo/Unary",
+                                   content=base64.b64encode(body) if text else body,
+                                   headers={"content-type": "application/grpc-web-text" if text else "application/grpc-web"})
+            data = web_decode_text(response.content) if text else response.content
+            messages, trailers, whole = web_frames(data)
+            expected = [b"item%d" % i for i in range(5)] if text else [b"echo:h2"]
+            check(f"gRPC-Web {mode} over HTTP/2 (TLS): {'server streaming' if text else 'unary'}",
+                  response.http_version == "HTTP/2" and messages == expected and trailers.get("grpc-status") == "0" and whole,
+                  f"{response.http_version} {messages} {trailers}")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="causeway-grpc-")
     cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
@@ -210,6 +316,8 @@ routes:
       grpc: {{default_timeout: 300ms, max_message_size: 1KiB}}}}
   - {{name: untimed, match: {{path_prefix: /untimed.}}, upstream: plain, rewrite: {{path_prefix: /demo.}}, timeout: 0}}
   - {{name: secure, match: {{path_prefix: /secure.}}, upstream: secure, rewrite: {{path_prefix: /demo.}}}}
+  - {{name: web, match: {{path_prefix: /web.}}, upstream: plain, rewrite: {{path_prefix: /demo.}}, grpc: {{web: true}}}}
+  - {{name: webdown, match: {{path_prefix: /webdown.}}, upstream: down, grpc: {{web: true}}}}
   - {{name: grpc, match: {{path_prefix: /demo.}}, upstream: plain}}
 """
     try:
@@ -269,6 +377,7 @@ routes:
                                      "--data-binary", "@/dev/null", f"http://127.0.0.1:{port}/demo.Echo/Unary"],
                                     capture_output=True, text=True).stdout
             check("gRPC over HTTP/1.1: 505 with a JSON error", answer.endswith("505") and "grpc_needs_http2" in answer, answer[-120:])
+            grpc_web(port, gw_tls, cert)
             hostile(port, plain)
             check("gateway still running", gateway.poll() is None)
     finally:

@@ -175,13 +175,25 @@ extension GatewayConfigReader {
         guard let fields = reader.mapping(node, path, allowed: ["web", "max_message_size", "default_timeout", "transcode"]) else { return grpc }
         if let (n, p) = fields["default_timeout"], let value = reader.duration(n, p) { grpc.defaultTimeout = value == .zero ? nil : value }
         if let (n, p) = fields["max_message_size"], let value = reader.size(n, p) { grpc.maxMessageSize = value }
-        if let (n, p) = fields["web"], let value = reader.bool(n, p), value {
-            reader.fail(n, p, "gRPC-Web is not available yet; remove grpc.web or set it to false")
-        }
-        if let (n, p) = fields["transcode"] {
-            reader.fail(n, p, "JSON transcoding is not available yet; remove grpc.transcode")
-        }
+        if let (n, p) = fields["web"], let value = reader.bool(n, p) { grpc.web = value }
+        if let (n, p) = fields["transcode"] { grpc.transcode = readTranscode(n, p) }
         return grpc
+    }
+
+    private func readTranscode(_ node: Node, _ path: String) -> GRPCTranscodeConfig? {
+        let allowed = ["descriptors", "services", "use_proto_names", "always_print_primitive_fields"]
+        guard let fields = reader.mapping(node, path, allowed: allowed),
+            let descriptors = required(fields, "descriptors", node, { reader.string($0, $1) }),
+            let (descriptorsNode, descriptorsPath) = fields["descriptors"]
+        else { return nil }
+        var config = GRPCTranscodeConfig(descriptors: descriptors, descriptorsLocation: reader.location(descriptorsNode, descriptorsPath))
+        if let (n, p) = fields["services"], let value = reader.stringList(n, p) {
+            config.services = value
+            config.servicesLocation = reader.location(n, p)
+        }
+        if let (n, p) = fields["use_proto_names"], let value = reader.bool(n, p) { config.useProtoNames = value }
+        if let (n, p) = fields["always_print_primitive_fields"], let value = reader.bool(n, p) { config.alwaysPrintPrimitiveFields = value }
+        return config
     }
 
     private func readGraphQL(_ node: Node, _ path: String) -> GraphQLRouteConfig? {

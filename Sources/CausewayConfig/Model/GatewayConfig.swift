@@ -217,15 +217,39 @@ public struct RouteConfig: Sendable {
 }
 
 /// `routes[].grpc`: how gRPC calls on this route are held.
-public struct GRPCRouteConfig: Sendable, Equatable {
+public struct GRPCRouteConfig: Sendable {
     /// Used when the caller sends no `grpc-timeout`; nil = none (the route's `timeout` still caps).
     public var defaultTimeout: Duration?
     /// A larger message is RESOURCE_EXHAUSTED.
     public var maxMessageSize = 4 << 20
+    /// gRPC-Web callers (binary and `-text`, HTTP/1.1 and HTTP/2) are translated to gRPC.
+    public var web = false
+    /// REST/JSON callers are transcoded to gRPC by the methods' `google.api.http` rules.
+    public var transcode: GRPCTranscodeConfig?
 
     public init(defaultTimeout: Duration? = nil, maxMessageSize: Int = 4 << 20) {
         self.defaultTimeout = defaultTimeout
         self.maxMessageSize = maxMessageSize
+    }
+}
+
+/// `routes[].grpc.transcode`: the descriptor set and the services it exposes as REST/JSON.
+public struct GRPCTranscodeConfig: Sendable {
+    /// A FileDescriptorSet (protoc --include_imports --descriptor_set_out); relative paths are
+    /// from the working directory.
+    public var descriptors: String
+    public var descriptorsLocation: ConfigLocation
+    /// Full service names; empty: every service in the set with HTTP rules.
+    public var services: [String] = []
+    public var servicesLocation: ConfigLocation?
+    /// JSON field names as in the .proto rather than lowerCamelCase.
+    public var useProtoNames = false
+    /// Fields without presence printed at their defaults too.
+    public var alwaysPrintPrimitiveFields = false
+
+    public init(descriptors: String, descriptorsLocation: ConfigLocation) {
+        self.descriptors = descriptors
+        self.descriptorsLocation = descriptorsLocation
     }
 }
 

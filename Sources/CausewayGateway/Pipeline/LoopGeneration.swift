@@ -152,6 +152,10 @@ final class LoopRoute: RequestFiltersPassed {
                                 drainTimeout: drainTimeout).start()
                 return
             }
+            if let transcoder = route.transcoder, !GRPC.isGRPC(exchange.request.headerFields[.contentType]) {
+                TranscodeTask(exchange: exchange, route: route, cluster: cluster, deadlines: deadlines, transcoder: transcoder).start()
+                return
+            }
             if let fanout, exchange.request.method == .get {
                 fanout.join(exchange)
                 return

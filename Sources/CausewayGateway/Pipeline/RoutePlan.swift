@@ -34,6 +34,8 @@ struct RoutePlan: Sendable {
         if !config.requestHeaders.isEmpty || !config.responseHeaders.isEmpty {
             filters.append(HeaderRewriteFilter(request: config.requestHeaders, response: config.responseHeaders))
         }
+        // Last, so first on the way out: the rest see a gRPC-Web response as the client will.
+        if config.grpc?.web == true { filters.append(GRPCWebFilter()) }
         self.filters = filters
         if let graphql = config.graphql {
             handler = .graphql(try GraphQLRoute.load(graphql, upstreams: upstreams))

@@ -1,6 +1,8 @@
 import CausewayConfig
 import CausewayHTTP
+import CausewayTranscoding
 import CausewayUpstream
+import Foundation
 import NIOCore
 
 /// The config compiled for running: immutable, shared by every loop, replaced whole by a
@@ -41,7 +43,17 @@ public struct RuntimeSnapshot: Sendable {
     public init(config: GatewayConfig, previous: RuntimeSnapshot? = nil) throws {
         self.config = config
         self.globalFilters = [RequestIDFilter()]
-        let routes = try config.routes.enumerated().map { try CompiledRoute(config: $1, index: $0) }
+        var routes = try config.routes.enumerated().map { try CompiledRoute(config: $1, index: $0) }
+        var transcodeErrors: [ConfigError] = []
+        for index in routes.indices {
+            guard let transcode = routes[index].config.grpc?.transcode else { continue }
+            do {
+                routes[index].transcoder = try Self.loadTranscoder(transcode)
+            } catch {
+                transcodeErrors.append(error)
+            }
+        }
+        if !transcodeErrors.isEmpty { throw ConfigErrors(transcodeErrors) }
         self.router = Router(routes: routes)
         let upstreamNames = Set(config.upstreams.map(\.name))
         var plans: [RoutePlan] = []
@@ -125,6 +137,24 @@ public struct RuntimeSnapshot: Sendable {
 }
 
 extension RuntimeSnapshot {
+    /// A route's descriptor set, read and checked now: an unreadable file, a set protoc did
+    /// not make with --include_imports, a listed service it lacks or a malformed HTTP rule is a
+    /// config error at the key.
+    static func loadTranscoder(_ config: GRPCTranscodeConfig) throws(ConfigError) -> Transcoder {
+        guard let data = FileManager.default.contents(atPath: config.descriptors) else {
+            throw config.descriptorsLocation.error("cannot read the descriptor set \"\(config.descriptors)\"")
+        }
+        do {
+            return try Transcoder(descriptorSet: Array(data), services: config.services,
+                                  options: .init(useProtoNames: config.useProtoNames,
+                                                 alwaysPrintPrimitiveFields: config.alwaysPrintPrimitiveFields))
+        } catch {
+            let location = error.description.hasPrefix("service ") ? config.servicesLocation ?? config.descriptorsLocation
+                : config.descriptorsLocation
+            throw location.error("\(config.descriptors): \(error.description)")
+        }
+    }
+
     /// Upstream TLS client contexts, one per TLS upstream; unreadable CA, certificate or key
     /// files are config errors at the key that names them.
     static func loadUpstreamTLS(_ upstreams: [UpstreamConfig]) throws(ConfigErrors) -> [String: TLSClientContext] {

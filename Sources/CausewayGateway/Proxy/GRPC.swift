@@ -38,15 +38,19 @@ enum GRPC {
         let nanoseconds = max(amount.nanoseconds, 0)
         for (unit, size) in [("n", Int64(1)), ("u", 1_000), ("m", 1_000_000), ("S", 1_000_000_000), ("M", 60_000_000_000),
                              ("H", 3_600_000_000_000)] {
-            let value = (nanoseconds + size - 1) / size
+            // Rounded up without adding first: near Int64.max the sum would overflow.
+            let value = nanoseconds / size + (nanoseconds % size == 0 ? 0 : 1)
             if value < 100_000_000 { return "\(value)\(unit)" }
         }
         return "99999999H"
     }
 
-    /// Whether a response is gRPC (anything else from a gRPC upstream is mapped to a status).
+    /// Whether a request or response is gRPC (anything else from a gRPC upstream is mapped to a
+    /// status). gRPC-Web is not: a route with `grpc.web` translates it first, and one without
+    /// passes it through as plain HTTP (to an upstream that speaks gRPC-Web itself).
     static func isGRPC(_ contentType: String?) -> Bool {
-        contentType?.caseInsensitiveHasPrefix("application/grpc") ?? false
+        guard let contentType, contentType.caseInsensitiveHasPrefix("application/grpc") else { return false }
+        return !contentType.caseInsensitiveHasPrefix("application/grpc-web")
     }
 }
 
@@ -109,10 +113,11 @@ extension ProxyTask {
     /// Sets the call's deadline and tells the upstream what is left of it. False when the call
     /// was answered here (gRPC over HTTP/1.1).
     func startGRPC(_ request: inout HTTPRequest) -> Bool {
-        guard exchange.overHTTP2 else {
+        // gRPC-Web (translated by GRPCWebFilter) is the way over HTTP/1.1.
+        guard exchange.overHTTP2 || exchange.errorFormat.isGRPCWeb else {
             exchange.errorFormat = .json
             exchange.fail(GatewayError(status: .init(code: 505), code: "grpc_needs_http2",
-                                       message: "gRPC calls need HTTP/2 (h2 or h2c with prior knowledge)"))
+                                       message: "gRPC calls need HTTP/2 (h2 or h2c with prior knowledge); over HTTP/1.1 use gRPC-Web"))
             return false
         }
         let config = route.config.grpc ?? GRPCRouteConfig()

@@ -1,5 +1,6 @@
 import CausewayConfig
 import CausewayHTTP
+import CausewayTranscoding
 import HTTPTypes
 
 /// The route table, compiled once from config: host, path, method and header matches, first
@@ -26,7 +27,8 @@ public struct Router: Sendable {
         let host = Self.normalizedHost(request.authority)
         var allow: [String] = []
         for route in routes where route.matches(host: host, path: path, fields: request.headerFields) {
-            guard let methods = route.methods else { return .route(route) }
+            // A transcoding route also takes its REST paths; their rules decide the methods.
+            guard let methods = route.methods, !route.matchedByTranscoder(path) else { return .route(route) }
             if methods.contains(request.method.rawValue) { return .route(route) }
             for method in methods where !allow.contains(method) { allow.append(method) }
         }
@@ -65,6 +67,8 @@ public struct CompiledRoute: Sendable {
     let path: PathMatcher
     let methods: [String]?
     let headers: [(name: HTTPField.Name, value: String)]
+    /// `grpc.transcode`: the REST paths of its rules route here too (set when the snapshot loads it).
+    public internal(set) var transcoder: Transcoder?
 
     public init(config: RouteConfig, index: Int) throws {
         self.name = config.name
@@ -89,15 +93,24 @@ public struct CompiledRoute: Sendable {
     func matches(host: Substring, path requestPath: Substring, fields: HTTPFields) -> Bool {
         if let hostExact, host != hostExact { return false }
         if let hostSuffix, !(host.hasSuffix(hostSuffix) && host.count > hostSuffix.count) { return false }
-        switch path {
-        case .exact(let value): if requestPath != value { return false }
-        case .prefix(let value): if !requestPath.hasPrefix(value) { return false }
-        case .regex(let regex): if !regex.wholeMatch(requestPath) { return false }
-        }
         for (name, value) in headers where !fields[values: name].contains(value) {
             return false
         }
-        return true
+        return matchesPath(requestPath) || matchedByTranscoder(requestPath)
+    }
+
+    private func matchesPath(_ requestPath: Substring) -> Bool {
+        switch path {
+        case .exact(let value): requestPath == value
+        case .prefix(let value): requestPath.hasPrefix(value)
+        case .regex(let regex): regex.wholeMatch(requestPath)
+        }
+    }
+
+    /// Whether only a transcoding rule (not the route's own match) takes `requestPath`.
+    func matchedByTranscoder(_ requestPath: Substring) -> Bool {
+        guard let transcoder, !matchesPath(requestPath) else { return false }
+        return transcoder.matchesPath(requestPath)
     }
 
     /// The upstream path after `rewrite.path_prefix` (query kept).

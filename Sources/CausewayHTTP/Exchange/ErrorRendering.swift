@@ -20,11 +20,16 @@ extension GatewayError {
             var response = HTTPResponse(status: status, headerFields: headers)
             response.headerFields[.contentType] = "application/json"
             return (response, graphQLBody(requestID: requestID, allocator: allocator))
-        case .grpc:
+        case .grpc, .grpcWeb, .grpcWebText:
             // gRPC answers every call with 200; the call's status travels in grpc-status. With
-            // no message sent yet it is trailers-only: one HEADERS frame that ends the stream.
+            // no message sent yet it is trailers-only: one HEADERS frame that ends the stream
+            // (gRPC-Web, over HTTP/1.1 too, reads it from the head just the same).
             var response = HTTPResponse(status: .ok)
-            response.headerFields[.contentType] = "application/grpc"
+            response.headerFields[.contentType] = switch format {
+            case .grpcWeb: "application/grpc-web+proto"
+            case .grpcWebText: "application/grpc-web-text+proto"
+            default: "application/grpc"
+            }
             response.headerFields.append(contentsOf: grpcStatusFields(requestID: requestID))
             return (response, nil)
         }

@@ -65,17 +65,25 @@ public struct ExchangeOutcome {
 
 /// The shape a gateway error takes for the caller: chosen per exchange (gRPC by content type,
 /// GraphQL by route), so every error path answers in the caller's own protocol.
-public enum ErrorFormat: Sendable {
+public enum ErrorFormat: Sendable, Equatable {
     /// `{"error":{...}}` with the HTTP status.
     case json
     /// HTTP 200, trailers-only: `grpc-status`, `grpc-message` (percent-encoded), request id.
     case grpc
+    /// gRPC-Web (binary, or base64 `-text`): as gRPC, in the head, with a gRPC-Web content type.
+    case grpcWeb
+    case grpcWebText
     /// `{"errors":[{"message":..,"extensions":{"code":..}}]}` with the HTTP status.
     case graphql
 
-    /// gRPC for `application/grpc`, `application/grpc+proto`, `application/grpc-web…`.
+    /// gRPC for `application/grpc` and `application/grpc+proto`, gRPC-Web for
+    /// `application/grpc-web…`, JSON otherwise.
     public static func forRequest(_ request: HTTPRequest) -> ErrorFormat {
-        guard let type = request.headerFields[.contentType] else { return .json }
-        return type.caseInsensitiveHasPrefix("application/grpc") ? .grpc : .json
+        guard let type = request.headerFields[.contentType], type.caseInsensitiveHasPrefix("application/grpc") else { return .json }
+        if type.caseInsensitiveHasPrefix("application/grpc-web-text") { return .grpcWebText }
+        if type.caseInsensitiveHasPrefix("application/grpc-web") { return .grpcWeb }
+        return .grpc
     }
+
+    public var isGRPCWeb: Bool { self == .grpcWeb || self == .grpcWebText }
 }

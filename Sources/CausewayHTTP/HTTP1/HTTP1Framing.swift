@@ -136,7 +136,7 @@ public enum HopByHop {
     }
 
     /// By length first: most names are ruled out by one integer compare.
-    static func isHopByHop(_ name: HTTPField.Name) -> Bool {
+    public static func isHopByHop(_ name: HTTPField.Name) -> Bool {
         let canonical = name.canonicalName
         switch canonical.utf8.count {
         case 2: return canonical == "te"

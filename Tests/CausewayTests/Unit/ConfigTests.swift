@@ -61,19 +61,22 @@ import Testing
         #expect(errors(text) == [#"test.yaml:3:3: server.drain_timout: unknown key "drain_timout" (did you mean "drain_timeout"?)"#])
     }
 
-    @Test func grpcAndFanoutKeysLoadAndUnbuiltOnesAreRefusedAtTheirPlace() throws {
+    @Test func grpcAndFanoutKeysLoadAndBadTranscodeKeysAreReportedAtTheirPlace() throws {
         let text = Self.valid.replacingOccurrences(of: "    timeout: 15s", with: """
                 timeout: 15s
-                grpc: {default_timeout: 2s, max_message_size: 1MiB}
+                grpc: {default_timeout: 2s, max_message_size: 1MiB, web: true, transcode: {descriptors: protos/demo.pb, services: [demo.v1.Greeter], use_proto_names: true}}
                 sse: {fanout: true, replay: 7}
             """)
         let route = try ConfigLoader.parse(text, file: "test.yaml").routes[0]
-        #expect(route.grpc == GRPCRouteConfig(defaultTimeout: .seconds(2), maxMessageSize: 1 << 20))
+        let grpc = try #require(route.grpc)
+        #expect(grpc.defaultTimeout == .seconds(2) && grpc.maxMessageSize == 1 << 20 && grpc.web)
+        #expect(grpc.transcode?.descriptors == "protos/demo.pb" && grpc.transcode?.services == ["demo.v1.Greeter"])
+        #expect(grpc.transcode?.useProtoNames == true && grpc.transcode?.alwaysPrintPrimitiveFields == false)
         #expect(route.sse.fanout && route.sse.replay == 7)
-        let refused = errors(text.replacingOccurrences(of: "max_message_size: 1MiB}", with: "web: true, transcode: {}}"))
-        #expect(refused.count == 2)
-        #expect(refused.contains { $0.contains("routes[0].grpc.web: gRPC-Web is not available yet") })
-        #expect(refused.contains { $0.contains("routes[0].grpc.transcode: JSON transcoding is not available yet") })
+        let refused = errors(text.replacingOccurrences(of: "descriptors: protos/demo.pb, ", with: "descriptor: x, "))
+        #expect(refused.contains { $0.contains("routes[0].grpc.transcode.descriptor: unknown key") })
+        let missing = errors(text.replacingOccurrences(of: "descriptors: protos/demo.pb, ", with: ""))
+        #expect(missing.contains { $0.contains("routes[0].grpc.transcode.descriptors: required key is missing") })
     }
 
     @Test func unknownUpstreamIsReportedAtTheValue() {
