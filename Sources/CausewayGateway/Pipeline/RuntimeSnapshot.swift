@@ -43,17 +43,22 @@ public struct RuntimeSnapshot: Sendable {
     public init(config: GatewayConfig, previous: RuntimeSnapshot? = nil) throws {
         self.config = config
         self.globalFilters = [RequestIDFilter()]
-        var routes = try config.routes.enumerated().map { try CompiledRoute(config: $1, index: $0) }
+        var transcoders: [Transcoder?] = []
         var transcodeErrors: [ConfigError] = []
-        for index in routes.indices {
-            guard let transcode = routes[index].config.grpc?.transcode else { continue }
+        for route in config.routes {
+            guard let transcode = route.grpc?.transcode else {
+                transcoders.append(nil)
+                continue
+            }
             do {
-                routes[index].transcoder = try Self.loadTranscoder(transcode)
+                transcoders.append(try Self.loadTranscoder(transcode))
             } catch {
+                transcoders.append(nil)
                 transcodeErrors.append(error)
             }
         }
         if !transcodeErrors.isEmpty { throw ConfigErrors(transcodeErrors) }
+        let routes = try config.routes.enumerated().map { try CompiledRoute(config: $1, index: $0, transcoder: transcoders[$0]) }
         self.router = Router(routes: routes)
         let upstreamNames = Set(config.upstreams.map(\.name))
         var plans: [RoutePlan] = []

@@ -49,8 +49,9 @@ public struct Router: Sendable {
     }
 }
 
-/// One route, ready to match and to run.
-public struct CompiledRoute: Sendable {
+/// One route, ready to match and to run. A class: every exchange and task holds it, and a
+/// reference is one retain where this struct's copy was one per field (RouteConfig is large).
+public final class CompiledRoute: Sendable {
     public enum PathMatcher: Sendable {
         case exact(String)
         case prefix(String)
@@ -67,10 +68,11 @@ public struct CompiledRoute: Sendable {
     let path: PathMatcher
     let methods: [String]?
     let headers: [(name: HTTPField.Name, value: String)]
-    /// `grpc.transcode`: the REST paths of its rules route here too (set when the snapshot loads it).
-    public internal(set) var transcoder: Transcoder?
+    /// `grpc.transcode`: the REST paths of its rules route here too (loaded by the snapshot).
+    public let transcoder: Transcoder?
 
-    public init(config: RouteConfig, index: Int) throws {
+    public init(config: RouteConfig, index: Int, transcoder: Transcoder? = nil) throws {
+        self.transcoder = transcoder
         self.name = config.name
         self.index = index
         self.config = config

@@ -74,8 +74,11 @@ public enum HTTP1Framing {
     }
 }
 
+// @inlinable: called across modules on every request, these must specialize for String and
+// Substring; unspecialized, each byte costs a generic witness call and metadata lookups.
 extension StringProtocol {
     /// ASCII case-insensitive comparison with a lower-case literal, without allocating.
+    @inlinable
     public func caseInsensitiveEquals(_ lowercase: StaticString) -> Bool {
         guard utf8.count == lowercase.utf8CodeUnitCount else { return false }
         var index = 0
@@ -90,6 +93,7 @@ extension StringProtocol {
 
     /// Starts with a lower-case literal, ASCII case ignored, without allocating (media types on
     /// every request and response: `application/grpc…`, `text/event-stream…`).
+    @inlinable
     public func caseInsensitiveHasPrefix(_ lowercase: StaticString) -> Bool {
         guard utf8.count >= lowercase.utf8CodeUnitCount else { return false }
         var index = 0

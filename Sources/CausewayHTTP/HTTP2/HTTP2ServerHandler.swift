@@ -44,6 +44,8 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
     private var recentlyClosed: Set<Int32> = []
     private var clientInfo = ClientInfo(address: "", scheme: "http")
     private var needsFlush = false
+    /// A write of what nghttp2 has queued is scheduled for the end of this loop iteration.
+    private var flushScheduled = false
     private var afterSendActions: [() -> Void] = []
     private var tunnelsRead: [HTTP2StreamDownstream] = []
     private var closing = false
@@ -92,7 +94,7 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
             self.upgrade = nil
             startUpgradedStream(upgrade, context: context)
         }
-        flush()
+        flushNow()
     }
 
     /// RFC 7540 §3.2: the upgrading request is stream 1, half-closed from the client's side.
@@ -131,11 +133,11 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
             // A GOAWAY is queued where the protocol or our limits call for one (nghttp2's own
             // for flood limits it enforces): send it, then close. Only this connection ends.
             if error.code == NGHTTP2_ERR_FLOODED.rawValue { session.goAway(code: NGHTTP2_ENHANCE_YOUR_CALM) }
-            flush()
+            flushNow()
             context.close(promise: nil)
             return
         }
-        flush()
+        flushNow()
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
@@ -166,7 +168,7 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
             // GOAWAY with the last stream id: open streams finish, new ones are refused.
             closing = true
             session?.goAway()
-            flush()
+            flushNow()
             // Tunnels (WebSockets) close themselves with a goodbye before drain_timeout ends.
             for stream in streams.values { stream.tunnelDelegate?.tunnelDraining() }
             closeIfDone()
@@ -184,8 +186,19 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
     var isChannelWritable: Bool { context?.channel.isWritable ?? false }
     var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
 
-    /// Sends every pending frame in one write, unless nghttp2 is mid-callback.
+    /// Sends what is pending once this loop iteration's events are handled: the responses of
+    /// every stream that an upstream read completed leave in one write, not one syscall each.
     func flush() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute { [self] in
+            flushScheduled = false
+            flushNow()
+        }
+    }
+
+    /// Sends every pending frame in one write now, unless nghttp2 is mid-callback.
+    func flushNow() {
         guard let session, let context else { return }
         if session.isReceiving {
             needsFlush = true
@@ -247,7 +260,7 @@ public final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHa
             guard let context = self.context else { return }
             if streams.isEmpty && NIODeadline.now() >= lastActivity + configuration.idleTimeout {
                 session?.goAway()
-                flush()
+                flushNow()
                 context.close(promise: nil)
             } else {
                 if !streams.isEmpty { lastActivity = .now() }
