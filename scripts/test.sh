@@ -34,5 +34,8 @@ python3 Tests/Scripts/grpc_suite.py .build/debug/causeway
 # JSON transcoding (grpc.transcode) against a grpcio upstream: every google.api.http mapping
 # rule with curl, compared field by field with protobuf's json_format (docs/grpc.md).
 python3 Tests/Scripts/transcode_suite.py .build/debug/causeway
+# Edge policies (docs/security.md): CORS as browsers check it, IP rules with trusted proxies,
+# API keys, rate limits exact at their boundaries and across two event loops, per-IP connections.
+python3 Tests/Scripts/policy_suite.py .build/debug/causeway
 # libFuzzer smoke run (60 s per harness; longer runs: Tests/Fuzz/run.sh 1800).
 CAUSEWAY_FUZZ_SMOKE=1 Tests/Fuzz/run.sh "${CAUSEWAY_FUZZ_SECONDS:-60}"

@@ -73,6 +73,9 @@ struct Demo: AsyncParsableCommand {
               curl -s http://localhost:\(port)/v1/greetings/ada                   # gRPC demo.v1.Greeter/SayHello, as REST/JSON
               curl -sN http://localhost:\(port)/v1/greetings/ada/stream?count=3   # a server stream as a JSON array, element by element
               python3 scripts/grpc_demo.py localhost:\(port)                     # the same service over gRPC and gRPC-Web
+              curl -i -H 'x-api-key: demo-key' http://localhost:\(port)/partner/v1/orders   # API key route (without the key: 401)
+              curl -si http://localhost:\(port)/api/v1/users | grep -i ratelimit         # RateLimit headers; past 20 at once: 429
+              curl -i -X OPTIONS http://localhost:\(port)/api/v1/users -H 'origin: https://app.example.com' -H 'access-control-request-method: POST'   # CORS preflight
               curl -i http://localhost:\(port)/api/v1/nothing-here        # 404 with a JSON error and request id
               curl -i -X DELETE http://localhost:\(port)/api/v1/users/1   # 405 with Allow
               curl -i http://\(admin)/ready

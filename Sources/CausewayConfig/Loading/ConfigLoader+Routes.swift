@@ -72,13 +72,13 @@ extension GatewayConfigReader {
         return tls
     }
 
-    func readRoutes(_ node: Node, _ path: String, upstreamNames: [String]) -> [RouteConfig] {
+    func readRoutes(_ node: Node, _ path: String, upstreamNames: [String], policies: PolicyNames = .init()) -> [RouteConfig] {
         guard let items = reader.sequence(node, path) else { return [] }
         if items.isEmpty { reader.fail(node, path, "at least one route is required") }
         var names: Set<String> = []
         var routes: [RouteConfig] = []
         for (index, (item, itemPath)) in items.enumerated() {
-            guard let route = readRoute(item, itemPath, index: index, upstreamNames: upstreamNames) else { continue }
+            guard let route = readRoute(item, itemPath, index: index, upstreamNames: upstreamNames, policies: policies) else { continue }
             if !names.insert(route.name).inserted {
                 reader.fail(item, "\(itemPath).name", "duplicate route name \"\(route.name)\"")
             }
@@ -117,8 +117,9 @@ extension GatewayConfigReader {
         return websocket
     }
 
-    private func readRoute(_ node: Node, _ path: String, index: Int, upstreamNames: [String]) -> RouteConfig? {
-        let allowed = ["name", "match", "upstream", "rewrite", "timeout", "max_body_size", "headers", "compression", "graphql", "sse", "websocket", "grpc"]
+    private func readRoute(_ node: Node, _ path: String, index: Int, upstreamNames: [String], policies: PolicyNames) -> RouteConfig? {
+        let allowed = ["name", "match", "upstream", "rewrite", "timeout", "max_body_size", "headers", "compression", "graphql", "sse", "websocket", "grpc",
+                       "access", "cors", "auth", "authorize", "rate_limit"]
         guard let fields = reader.mapping(node, path, allowed: allowed) else { return nil }
         let name = fields["name"].flatMap { reader.string($0.node, $0.path) } ?? "route-\(index)"
         let match = required(fields, "match", node) { readMatch($0, $1) }
@@ -164,6 +165,7 @@ extension GatewayConfigReader {
             route.websocket = websocket
         }
         if let (node, path) = fields["grpc"] { route.grpc = readGRPC(node, path) }
+        readRoutePolicies(fields, into: &route, names: policies)
         guard match != nil, upstream != nil else { return nil }
         return route
     }

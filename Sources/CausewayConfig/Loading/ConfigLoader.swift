@@ -73,9 +73,16 @@ struct GatewayConfigReader {
     let reader: NodeReader
 
     func read(_ root: Node) -> GatewayConfig? {
-        guard let top = reader.mapping(root, "", allowed: ["server", "listeners", "upstreams", "routes"]) else {
+        guard let top = reader.mapping(root, "", allowed: ["server", "listeners", "upstreams", "routes", "auth", "redis", "rate_limits"])
+        else {
             return nil
         }
+        let auth = top["auth"].map { readAuth($0.node, $0.path) } ?? AuthConfig()
+        let rateLimits = top["rate_limits"].map { readRateLimits($0.node, $0.path) } ?? []
+        if let (node, path) = top["redis"] {
+            reader.fail(node, path, "the Redis client is not available yet; remove redis (rate limits run with scope: local)")
+        }
+        let policyNames = PolicyNames(providers: auth.providerNames, rateLimits: rateLimits.map(\.name))
         let server = top["server"].flatMap { readServer($0.node, $0.path) } ?? ServerConfig()
         var listeners: [ListenerConfig] = []
         if let (node, path) = top["listeners"] {
@@ -87,16 +94,21 @@ struct GatewayConfigReader {
         var routes: [RouteConfig] = []
         if let (node, path) = top["routes"] {
             let names = top["upstreams"].flatMap { reader.entries($0.node, $0.path) }?.map(\.name) ?? []
-            routes = readRoutes(node, path, upstreamNames: names)
+            routes = readRoutes(node, path, upstreamNames: names, policies: policyNames)
         } else {
             reader.fail(root, "routes", "at least one route is required")
         }
-        return GatewayConfig(server: server, listeners: listeners, upstreams: upstreams, routes: routes)
+        var config = GatewayConfig(server: server, listeners: listeners, upstreams: upstreams, routes: routes)
+        config.auth = auth
+        config.rateLimits = rateLimits
+        return config
     }
 
     private func readServer(_ node: Node, _ path: String) -> ServerConfig? {
-        guard let fields = reader.mapping(node, path, allowed: ["workers", "drain_timeout", "admin"]) else { return nil }
+        guard let fields = reader.mapping(node, path, allowed: ["workers", "drain_timeout", "admin", "limits", "trusted_proxies"])
+        else { return nil }
         var server = ServerConfig()
+        readServerPolicies(fields, into: &server)
         if let (node, path) = fields["workers"] {
             if node.scalar?.string == "auto" {
                 server.workers = nil

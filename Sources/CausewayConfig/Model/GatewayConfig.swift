@@ -8,6 +8,10 @@ public struct GatewayConfig: Sendable {
     public var upstreams: [UpstreamConfig]
     /// In file order: the first match wins.
     public var routes: [RouteConfig]
+    /// `auth`: identity providers routes may name.
+    public var auth = AuthConfig()
+    /// `rate_limits`, in file order.
+    public var rateLimits: [RateLimitPolicy] = []
 
     public init(server: ServerConfig, listeners: [ListenerConfig], upstreams: [UpstreamConfig],
                 routes: [RouteConfig]) {
@@ -27,6 +31,10 @@ public struct ServerConfig: Sendable {
     public var workers: Int?
     public var drainTimeout: Duration
     public var adminAddress: HostPort?
+    /// `server.limits.max_connections_per_ip`: nil = unlimited.
+    public var maxConnectionsPerIP: Int?
+    /// `server.trusted_proxies`: peers whose X-Forwarded-For names the client.
+    public var trustedProxies: [CIDR] = []
 
     public init(workers: Int? = nil, drainTimeout: Duration = .seconds(30),
                 adminAddress: HostPort? = HostPort(host: "127.0.0.1", port: 9901)) {
@@ -201,6 +209,13 @@ public struct RouteConfig: Sendable {
     /// `grpc`: calls on this route get gRPC deadlines and gRPC answers; nil = defaults for any
     /// `application/grpc` request.
     public var grpc: GRPCRouteConfig?
+    /// Edge policies (PolicyConfig.swift), run in this order: access, cors, auth, authorize, rate_limit.
+    public var access: AccessConfig?
+    public var cors: CORSConfig?
+    public var auth: RouteAuthConfig?
+    public var authorize: AuthorizeConfig?
+    /// `rate_limit`: policy names; every one must admit the request.
+    public var rateLimits: [String] = []
 
     public init(name: String, match: RouteMatch, upstream: String, rewritePathPrefix: String? = nil,
                 timeout: Duration? = .seconds(60), maxBodySize: Int? = 10 << 20,

@@ -22,10 +22,26 @@ struct RoutePlan: Sendable {
     /// `sse.fanout`: which loop owns which stream, shared by every loop of this generation.
     let fanout: FanoutGroup?
 
-    init(route: CompiledRoute, upstreams: Set<String>) throws(ConfigErrors) {
+    init(route: CompiledRoute, upstreams: Set<String>, policies: PolicyRuntime = .init()) throws(ConfigErrors) {
         self.route = route
         let config = route.config
         var filters: [any FilterFactory] = []
+        // Edge policies first, cheapest refusal first: who may connect, which origins may read
+        // (a preflight is answered before credentials are asked for), who the caller is, how often.
+        if let access = config.access { filters.append(AccessFilter(config: access, client: policies.client)) }
+        if let cors = config.cors {
+            let web = config.grpc?.web == true
+            filters.append(CORSFilter(config: cors,
+                                      extraAllowHeaders: web ? ["content-type", "x-grpc-web", "x-user-agent", "grpc-timeout"] : [],
+                                      extraExposeHeaders: web ? ["grpc-status", "grpc-message"] : []))
+        }
+        if let auth = config.auth {
+            filters.append(AuthFilter(providers: auth.providers.compactMap { policies.providers[$0] }, optional: auth.optional,
+                                      authorize: config.authorize))
+        }
+        if !config.rateLimits.isEmpty {
+            filters.append(RateLimitFilter(limiters: config.rateLimits.compactMap { policies.rateLimiters[$0] }, client: policies.client))
+        }
         // Before the header rewrite in the list, so after it on the way out: compression sees
         // the response head as the route left it (a Cache-Control: no-transform set there counts).
         if let compression = config.compression, compression.enabled {
@@ -43,6 +59,37 @@ struct RoutePlan: Sendable {
         } else {
             handler = .proxy(upstream: config.upstream)
             fanout = config.sse.fanout ? FanoutGroup() : nil
+        }
+    }
+}
+
+/// What route plans need of the config's edge policies, built once per snapshot: loaded
+/// identity providers, rate limiters (kept over a reload while their policy is unchanged, so
+/// a reload does not hand every client a fresh quota), and how the client's address is found.
+struct PolicyRuntime: Sendable {
+    var providers: [String: any AuthProvider] = [:]
+    var rateLimiters: [String: RateLimiter] = [:]
+    var client = ClientAddress(trusted: [])
+
+    init() {}
+
+    init(config: GatewayConfig, previous: PolicyRuntime?) throws(ConfigErrors) {
+        client = ClientAddress(trusted: config.server.trustedProxies)
+        var errors: [ConfigError] = []
+        for provider in config.auth.apiKeys {
+            do {
+                providers[provider.name] = APIKeyAuth(name: provider.name, sources: provider.from, keys: try provider.loadKeys())
+            } catch {
+                errors.append(error)
+            }
+        }
+        if !errors.isEmpty { throw ConfigErrors(errors) }
+        for policy in config.rateLimits {
+            if let kept = previous?.rateLimiters[policy.name], kept.policy == policy {
+                rateLimiters[policy.name] = kept
+            } else {
+                rateLimiters[policy.name] = RateLimiter(policy: policy)
+            }
         }
     }
 }

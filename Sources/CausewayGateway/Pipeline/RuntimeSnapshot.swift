@@ -28,6 +28,8 @@ public struct RuntimeSnapshot: Sendable {
     /// Indexed like `router.routes`.
     let plans: [RoutePlan]
     public let upstreams: [Upstream]
+    /// Loaded auth providers, rate limiters, the client-address rule.
+    let policies: PolicyRuntime
     /// Request filters every exchange runs before routing (the request id).
     let globalFilters: [any FilterFactory]
     /// By listener name, for TLS listeners. Boxes, so SIGHUP can swap in re-read certificates.
@@ -61,11 +63,13 @@ public struct RuntimeSnapshot: Sendable {
         let routes = try config.routes.enumerated().map { try CompiledRoute(config: $1, index: $0, transcoder: transcoders[$0]) }
         self.router = Router(routes: routes)
         let upstreamNames = Set(config.upstreams.map(\.name))
+        let policies = try PolicyRuntime(config: config, previous: previous?.policies)
+        self.policies = policies
         var plans: [RoutePlan] = []
         var schemaErrors: [ConfigError] = []
         for route in routes {
             do {
-                plans.append(try RoutePlan(route: route, upstreams: upstreamNames))
+                plans.append(try RoutePlan(route: route, upstreams: upstreamNames, policies: policies))
             } catch {
                 schemaErrors += error.errors
             }

@@ -34,12 +34,15 @@ public final class GatewayServer: Sendable {
     public let configPath: String?
     private let adminChannel: Mutex<(any Channel)?> = Mutex(nil)
     private let reloading = Mutex(false)
+    /// `server.limits.max_connections_per_ip`, across listeners.
+    private let perAddress: PerAddressConnections
 
     /// `onExchangeComplete` hears of every exchange once, however it ended, on its event loop
     /// (access logs and metrics hang here).
     public init(config: GatewayConfig, configPath: String? = nil, logger: Logger = Logger(label: "causeway"),
                 onExchangeComplete: (@Sendable (CompletedExchange) -> Void)? = nil) throws {
         let snapshot = try RuntimeSnapshot(config: config)
+        self.perAddress = PerAddressConnections(limit: config.server.maxConnectionsPerIP)
         self.logger = logger
         self.configPath = configPath
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: config.server.workers ?? System.coreCount)
@@ -79,7 +82,7 @@ public final class GatewayServer: Sendable {
 
     private func bind(_ listener: ListenerConfig, snapshot: RuntimeSnapshot) async throws -> BoundListener {
         let bound = BoundListener(config: listener, pipeline: DownstreamPipeline(
-            listener: listener, contexts: contexts, tls: snapshot.tlsContexts[listener.name]))
+            listener: listener, contexts: contexts, tls: snapshot.tlsContexts[listener.name]), perAddress: perAddress)
         let quiesce = bound.quiesce
         let limiter = bound.limiter
         let channel = try await ServerBootstrap(group: group)
@@ -220,6 +223,7 @@ public final class GatewayServer: Sendable {
         }
 
         let version = current.version + 1
+        perAddress.setLimit(config.server.maxConnectionsPerIP)
         await contexts.install(snapshot, version: version)
         running.withLock { $0 = Running(snapshot: snapshot, version: version, loadedAt: Date(), listeners: listeners) }
 
@@ -347,9 +351,9 @@ final class BoundListener: Sendable {
     /// Per listener, so a reload can drain one listener and shutdown all.
     let quiesce = ServerQuiescingHelper(group: MultiThreadedEventLoopGroup.singleton)
 
-    init(config: ListenerConfig, pipeline: DownstreamPipeline) {
+    init(config: ListenerConfig, pipeline: DownstreamPipeline, perAddress: PerAddressConnections) {
         state = Mutex((config, pipeline, nil))
-        limiter = ConnectionLimiter(limit: config.limits.maxConnections)
+        limiter = ConnectionLimiter(limit: config.limits.maxConnections, perAddress: perAddress)
     }
 
     var config: ListenerConfig { state.withLock { $0.config } }

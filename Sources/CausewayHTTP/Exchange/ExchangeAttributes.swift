@@ -11,6 +11,10 @@ public struct ExchangeAttributes {
     /// A verified token's claims, for authorization and `forward_claims`.
     public var claims: [String: ClaimValue]?
     public var timings = ExchangeTimings()
+    /// The client's address as policies see it (trusted proxies applied), once resolved.
+    public var clientIP: (bytes: [UInt8], text: String)?
+    /// The `RateLimit` header for the response, when the route has rate limits.
+    public var rateLimit: String?
 
     public init() {}
 }

@@ -1,0 +1,189 @@
+import CausewayConfig
+import CausewayHTTP
+import COpenSSL
+import HTTPTypes
+import NIOCore
+
+/// An identity provider a route may name in `auth.providers`: it finds its credential in the
+/// request and says who the caller is.
+protocol AuthProvider: Sendable {
+    var name: String { get }
+    /// How a 401 tells the client to authenticate (`WWW-Authenticate`).
+    var challenge: String { get }
+    func authenticate(_ exchange: Exchange) -> AuthResult
+}
+
+enum AuthResult {
+    /// No credential of this provider's kind in the request.
+    case absent
+    case invalid(String)
+    case authenticated(consumer: String, claims: [String: ClaimValue]?)
+}
+
+/// `auth.api_keys.NAME`: the key from its sources, hashed (SHA-256) and looked up among the
+/// stored hashes, so the keys themselves are never kept. Comparing hashes rather than keys is
+/// what makes this constant-time in effect: how long the lookup takes can depend only on the
+/// SHA-256 of what the caller sent, which tells them nothing about any stored key.
+struct APIKeyAuth: AuthProvider {
+    let name: String
+    let sources: [CredentialSource]
+    let keys: [[UInt8]: String]
+
+    var challenge: String {
+        let where_ = sources.map { source -> String in
+            switch source {
+            case .header(let name): "header=\"\(name)\""
+            case .query(let name): "query=\"\(name)\""
+            case .cookie(let name): "cookie=\"\(name)\""
+            }
+        }
+        return "ApiKey realm=\"causeway\", " + where_.joined(separator: ", ")
+    }
+
+    func authenticate(_ exchange: Exchange) -> AuthResult {
+        guard let key = Credentials.find(sources, in: exchange.request), !key.isEmpty else { return .absent }
+        // Keys are short secrets; anything longer than 4 KiB is not one (and is not hashed).
+        guard key.utf8.count <= 4096 else { return .invalid("the API key is too long") }
+        guard let consumer = keys[Credentials.sha256(key)] else { return .invalid("unknown API key") }
+        return .authenticated(consumer: consumer, claims: nil)
+    }
+}
+
+enum Credentials {
+    /// The first source that has a value: a header (for `authorization`, the token after
+    /// "Bearer "), a query parameter, or a cookie.
+    static func find(_ sources: [CredentialSource], in request: HTTPRequest) -> String? {
+        for source in sources {
+            switch source {
+            case .header(let name):
+                guard let field = HTTPField.Name(name), let value = request.headerFields[field] else { continue }
+                if field == .authorization {
+                    guard value.count > 7, value.prefix(7).lowercased() == "bearer " else { continue }
+                    return String(value.dropFirst(7)).trimmingSpaces()
+                }
+                return value
+            case .query(let name):
+                guard let path = request.path, let mark = path.firstIndex(of: "?") else { continue }
+                for pair in path[path.index(after: mark)...].split(separator: "&") {
+                    let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                    if parts[0] == name, parts.count == 2 { return percentDecoded(String(parts[1])) }
+                }
+            case .cookie(let name):
+                for header in request.headerFields[values: .cookie] {
+                    for pair in header.split(separator: ";") {
+                        let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                        if parts.count == 2, parts[0].trimmingCharacters(in: " ") == name {
+                            return String(parts[1].trimmingCharacters(in: " \""))
+                        }
+                    }
+                }
+            }
+        }
+        return nil
+    }
+
+    static func percentDecoded(_ text: String) -> String {
+        guard text.contains("%") || text.contains("+") else { return text }
+        var out: [UInt8] = []
+        let bytes = Array(text.utf8)
+        var index = 0
+        while index < bytes.count {
+            if bytes[index] == UInt8(ascii: "%"), index + 2 < bytes.count, let value = UInt8(String(decoding: bytes[(index + 1)...(index + 2)], as: UTF8.self), radix: 16) {
+                out.append(value)
+                index += 3
+            } else {
+                out.append(bytes[index] == UInt8(ascii: "+") ? 0x20 : bytes[index])
+                index += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func sha256(_ text: String) -> [UInt8] {
+        var digest = [UInt8](repeating: 0, count: 32)
+        var bytes = Array(text.utf8)
+        _ = bytes.withUnsafeMutableBufferPointer { input in
+            digest.withUnsafeMutableBufferPointer { out in SHA256(input.baseAddress, input.count, out.baseAddress) }
+        }
+        return digest
+    }
+
+    static func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        return a.withUnsafeBytes { x in b.withUnsafeBytes { y in CRYPTO_memcmp(x.baseAddress, y.baseAddress, a.count) == 0 } }
+    }
+}
+
+/// `routes[].auth` and `routes[].authorize`: any listed provider may succeed; with `optional`,
+/// a request carrying no credential at all passes as anonymous (a bad one still fails).
+/// Failure: 401 with `WWW-Authenticate` (RFC 6750's `error="invalid_token"` for tokens); an
+/// authenticated caller who lacks a scope or claim: 403. The consumer is forwarded upstream as
+/// `x-consumer` (the client's own copy removed first). Stateless: one instance for every loop.
+final class AuthFilter: HTTPFilter, FilterFactory {
+    let providers: [any AuthProvider]
+    let optional: Bool
+    let authorize: AuthorizeConfig?
+
+    static let consumerHeader = HTTPField.Name("x-consumer")!
+    static let wwwAuthenticate = HTTPField.Name("www-authenticate")!
+
+    init(providers: [any AuthProvider], optional: Bool, authorize: AuthorizeConfig?) {
+        self.providers = providers
+        self.optional = optional
+        self.authorize = authorize
+    }
+
+    func makeFilter(on eventLoop: any EventLoop) -> any HTTPFilter { self }
+
+    func filterRequest(_ exchange: Exchange) -> FilterOutcome {
+        exchange.request.headerFields[Self.consumerHeader] = nil
+        var problems: [String] = []
+        for provider in providers {
+            switch provider.authenticate(exchange) {
+            case .absent: continue
+            case .invalid(let why): problems.append(why)
+            case .authenticated(let consumer, let claims):
+                exchange.attributes.consumer = consumer
+                exchange.attributes.claims = claims
+                exchange.request.headerFields[Self.consumerHeader] = consumer
+                if let refusal = refused(claims) { return .fail(refusal) }
+                return .continue
+            }
+        }
+        if problems.isEmpty && optional && authorize == nil { return .continue }
+        let why = problems.first ?? "no credential was sent"
+        var headers = HTTPFields()
+        for provider in providers {
+            let challenge = problems.isEmpty ? provider.challenge : provider.challenge + ", error=\"invalid_token\", error_description=\"\(why)\""
+            headers.append(HTTPField(name: Self.wwwAuthenticate, value: challenge))
+        }
+        return .fail(GatewayError(status: .unauthorized, code: "unauthenticated", message: why, headers: headers))
+    }
+
+    /// 403 when the caller lacks a required scope or claim value.
+    private func refused(_ claims: [String: ClaimValue]?) -> GatewayError? {
+        guard let authorize else { return nil }
+        var granted: Set<Substring> = []
+        for name in ["scope", "scp"] {
+            switch claims?[name] {
+            case .string(let text)?: granted.formUnion(text.split(separator: " "))
+            case .array(let items)?: for case .string(let text) in items { granted.insert(Substring(text)) }
+            default: break
+            }
+        }
+        if let missing = authorize.scopes.first(where: { !granted.contains(Substring($0)) }) {
+            return GatewayError(status: .forbidden, code: "forbidden", message: "the credential lacks the scope \(missing)")
+        }
+        for (name, value) in authorize.claims {
+            let matches: Bool = switch claims?[name] {
+            case .string(let text)?: text == value
+            case .number(let number)?: String(number) == value || (number.rounded() == number && String(Int64(number)) == value)
+            case .bool(let flag)?: String(flag) == value
+            case .array(let items)?: items.contains(.string(value))
+            default: false
+            }
+            if !matches { return GatewayError(status: .forbidden, code: "forbidden", message: "the credential's claim \(name) does not allow this route") }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,366 @@
+#!/usr/bin/env python3
+"""Edge policies against a running gateway (docs/security.md): CORS, IP access rules with
+trusted proxies, API-key auth (optional and required), local rate limits (fixed window, sliding
+window, token bucket; keys by ip, header, consumer; exact across two event loops), per-IP
+connection limits, and the gRPC and WebSocket forms of the refusals.
+
+Usage: policy_suite.py path/to/causeway
+
+A Python upstream echoes what it received (path and headers) as JSON and counts requests, so
+the suite can tell what reached it (a preflight must not).
+"""
+import hashlib, json, os, socket, subprocess, sys, tempfile, threading, time, uuid
+import http.client
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from suite_support import Results, free_port, running_gateway  # noqa: E402
+
+CAUSEWAY = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else ".build/debug/causeway")
+results = Results()
+check = results.check
+HITS = {"count": 0}
+HITS_LOCK = threading.Lock()
+PARTNER_KEY = "k-acme-0123456789"
+OTHER_KEY = "k-globex-abcdef"
+
+
+class Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self):
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        with HITS_LOCK:
+            HITS["count"] += 1
+        body = json.dumps({"path": self.path, "method": self.command,
+                           "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        # An upstream that sets its own CORS header: the gateway's policy decides.
+        self.send_header("access-control-allow-origin", "https://upstream-says.example")
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_OPTIONS = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+def request(port, method, path, headers=None, body=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+
+
+def all_headers(port, method, path, headers=None):
+    """Like request, but keeps repeated response fields (WWW-Authenticate, Vary)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request(method, path, headers=headers or {})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response.status, response.getheaders()
+
+
+def hits():
+    with HITS_LOCK:
+        return HITS["count"]
+
+
+def cors(port):
+    origin = {"origin": "https://app.example.com"}
+    before = hits()
+    status, headers, _ = request(port, "OPTIONS", "/cors/x", {**origin, "access-control-request-method": "PUT",
+                                                               "access-control-request-headers": "Content-Type, Authorization"})
+    check("CORS preflight answered by the gateway: 204, origin, credentials, methods, headers, max-age",
+          status == 204 and headers.get("access-control-allow-origin") == "https://app.example.com"
+          and headers.get("access-control-allow-credentials") == "true"
+          and "PUT" in headers.get("access-control-allow-methods", "")
+          and headers.get("access-control-allow-headers") == "content-type, authorization"
+          and headers.get("access-control-max-age") == "600" and "Origin" in headers.get("vary", ""), f"{status} {headers}")
+    check("... and it never reached the upstream", hits() == before, f"{hits() - before} upstream hits")
+    for what, extra in [("an origin not listed", {"origin": "https://evil.example.net"}),
+                        ("a method not allowed", {**origin, "access-control-request-method": "DELETE"}),
+                        ("a header not allowed", {**origin, "access-control-request-headers": "x-secret"})]:
+        asked = {"access-control-request-method": "PUT", **extra}
+        status, headers, body = request(port, "OPTIONS", "/cors/x", asked)
+        check(f"CORS preflight with {what}: 403, no CORS headers, JSON error",
+              status == 403 and "access-control-allow-origin" not in headers and b"cors_refused" in body, f"{status} {headers} {body[:120]!r}")
+    status, headers, _ = request(port, "GET", "/cors/x", origin)
+    check("CORS actual request, allowed origin: Allow-Origin is the origin (the upstream's own replaced), credentials, exposed headers, Vary",
+          status == 200 and headers.get("access-control-allow-origin") == "https://app.example.com"
+          and headers.get("access-control-allow-credentials") == "true"
+          and headers.get("access-control-expose-headers") == "x-request-id" and "Origin" in headers.get("vary", ""), f"{headers}")
+    status, headers, _ = request(port, "GET", "/cors/x", {"origin": "https://evil.example.net"})
+    check("CORS actual request, other origin: served, but no CORS headers at all (the upstream's removed)",
+          status == 200 and not any(k.startswith("access-control-") for k in headers) and "Origin" in headers.get("vary", ""),
+          f"{headers}")
+    for origin_value, allowed in [("https://a.example.org", True), ("https://deep.a.example.org", True),
+                                  ("http://a.example.org", False), ("https://example.org", False),
+                                  ("https://a.example.org.evil.com", False), ("https://evilexample.org", False),
+                                  ("https://a.example.org:8443", False), ("null", False)]:
+        _, headers, _ = request(port, "GET", "/cors/x", {"origin": origin_value})
+        got = headers.get("access-control-allow-origin") == origin_value
+        check(f"CORS pattern https://*.example.org {'admits' if allowed else 'refuses'} {origin_value}", got == allowed, f"{headers}")
+    _, headers, _ = request(port, "GET", "/star/x", {"origin": "https://anyone.example"})
+    check("CORS \"*\" without credentials: Allow-Origin *, no Vary: Origin",
+          headers.get("access-control-allow-origin") == "*" and "vary" not in headers, f"{headers}")
+    status, headers, _ = request(port, "GET", "/cors/x")
+    check("no Origin: not a CORS request, no CORS headers", status == 200 and "access-control-allow-origin" not in headers, f"{headers}")
+    # The preflight of an authenticated route needs no credential; the actual request does.
+    status, headers, _ = request(port, "OPTIONS", "/keys/x", {**origin, "access-control-request-method": "GET",
+                                                             "access-control-request-headers": "x-api-key"})
+    check("a preflight on an API-key route: 204 without any key (CORS runs before auth)", status == 204, f"{status} {headers}")
+    status, headers, _ = request(port, "GET", "/keys/x", origin)
+    check("... the actual request without a key: 401, readable by the page (CORS headers on the error)",
+          status == 401 and headers.get("access-control-allow-origin") == "https://app.example.com", f"{status} {headers}")
+
+
+def access(port):
+    status, _, body = request(port, "GET", "/private/x")
+    check("access.allow 10.0.0.0/8 from 127.0.0.1: 403 with a JSON error", status == 403 and b"access_denied" in body, f"{status} {body[:100]!r}")
+    status, _, _ = request(port, "GET", "/denied/x")
+    check("access: deny 127.0.0.1/32 wins over allow 127.0.0.0/8", status == 403, f"{status}")
+    status, _, _ = request(port, "GET", "/loopback/x")
+    check("access.allow 127.0.0.0/8 and ::1/128: 200", status == 200, f"{status}")
+    # 127.0.0.1 is a trusted proxy: X-Forwarded-For names the client, read from the right.
+    status, _, _ = request(port, "GET", "/xff/x", {"x-forwarded-for": "203.0.113.5"})
+    check("trusted proxy: X-Forwarded-For 203.0.113.5 (denied network) is the client: 403", status == 403, f"{status}")
+    status, _, _ = request(port, "GET", "/xff/x", {"x-forwarded-for": "203.0.113.5, 198.51.100.7"})
+    check("... a spoofed left-hand entry is not believed: the rightmost untrusted hop (198.51.100.7) is the client: 200",
+          status == 200, f"{status}")
+    status, _, _ = request(port, "GET", "/xff/x", {"x-forwarded-for": "198.51.100.7, 203.0.113.9, 127.0.0.1"})
+    check("... trusted hops are skipped from the right: 203.0.113.9 is the client: 403", status == 403, f"{status}")
+    status, _, _ = request(port, "GET", "/xff/x", {"x-forwarded-for": "not-an-address"})
+    check("... garbage in X-Forwarded-For: the peer itself is the client (allowed)", status == 200, f"{status}")
+
+
+def api_keys(port):
+    status, raw = all_headers(port, "GET", "/keys/x")
+    challenges = [v for k, v in raw if k.lower() == "www-authenticate"]
+    check("no API key: 401 with WWW-Authenticate naming where the key goes",
+          status == 401 and challenges and 'header="x-api-key"' in challenges[0], f"{status} {challenges}")
+    status, headers, body = request(port, "GET", "/keys/x", {"x-api-key": "wrong"})
+    _, raw = all_headers(port, "GET", "/keys/x", {"x-api-key": "wrong"})
+    challenges = [v for k, v in raw if k.lower() == "www-authenticate"]
+    check("a wrong API key: 401, error=\"invalid_token\", JSON error with the request id",
+          status == 401 and 'error="invalid_token"' in challenges[0] and json.loads(body)["error"]["request_id"], f"{status} {challenges} {body!r}")
+    status, _, body = request(port, "GET", "/keys/x", {"x-api-key": PARTNER_KEY, "x-consumer": "spoofed"})
+    seen = json.loads(body)["headers"] if status == 200 else {}
+    check("the right API key: 200, the upstream sees x-consumer: acme (the client's spoofed copy removed)",
+          status == 200 and seen.get("x-consumer") == "acme", f"{status} {seen}")
+    status, _, body = request(port, "GET", "/keys/x?api_key=" + OTHER_KEY)
+    check("the key in the query (second source): 200 as globex", status == 200 and json.loads(body)["headers"].get("x-consumer") == "globex",
+          f"{status} {body[:200]!r}")
+    status, _, body = request(port, "GET", "/keys/x", {"x-api-key": "x" * 100_000})
+    check("a 100 KB API key: 401 (or 431), no crash", status in (401, 431), f"{status}")
+    status, _, body = request(port, "GET", "/optional/x")
+    check("auth optional, no key: 200 as anonymous (no x-consumer upstream)",
+          status == 200 and "x-consumer" not in json.loads(body)["headers"], f"{status} {body[:200]!r}")
+    status, _, _ = request(port, "GET", "/optional/x", {"x-api-key": "wrong"})
+    check("auth optional, a wrong key: still 401", status == 401, f"{status}")
+    # A WebSocket handshake gets the HTTP refusal before any upgrade.
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"GET /keys/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = sock.recv(4096)
+    sock.close()
+    check("a WebSocket handshake without a key: 401 before any upgrade", head.startswith(b"HTTP/1.1 401"), f"{head[:60]!r}")
+
+
+def reset_in(headers):
+    """Seconds until the first policy's quota resets, from the RateLimit header."""
+    for part in headers.get("ratelimit", "").split(";"):
+        if part.startswith("t="):
+            return int(part[2:])
+    return 0
+
+
+def fresh(port, path, header, at_least):
+    """A new key (header value) whose window has at least `at_least` seconds left, so a burst
+    that follows cannot straddle a boundary; its first request is returned with it."""
+    while True:
+        key = uuid.uuid4().hex
+        status, headers, body = request(port, "GET", path, {header: key})
+        if reset_in(headers) > at_least:
+            return key, (status, headers, body)
+        time.sleep(reset_in(headers))
+
+
+def limits(port):
+    key, first = fresh(port, "/fixed/x", "x-k", 1)
+    replies = [first] + [request(port, "GET", "/fixed/x", {"x-k": key}) for _ in range(7)]
+    statuses = [status for status, _, _ in replies]
+    check("fixed_window 5 per 2 s: exactly 5 of 8 admitted", statuses == [200] * 5 + [429] * 3, f"{statuses}")
+    _, headers, body = replies[-1]
+    check("429 with Retry-After, RateLimit-Policy, RateLimit and a JSON error (rate_limited)",
+          headers.get("retry-after", "").isdigit() and headers.get("ratelimit-policy") == '"fixed5";q=5;w=2'
+          and headers.get("ratelimit", "").startswith('"fixed5";r=0;t=') and b'"rate_limited"' in body, f"{headers} {body[:120]!r}")
+    out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null", "-D", "-", "-H", "content-type: application/grpc",
+                          "-H", "te: trailers", "-H", f"x-k: {key}", "--data-binary", "@/dev/null",
+                          f"http://127.0.0.1:{port}/fixed/demo.Svc/Call"], capture_output=True, text=True).stdout.lower()
+    check("a gRPC call over the limit: HTTP 200, grpc-status 8 (RESOURCE_EXHAUSTED)",
+          " 200" in out.splitlines()[0] and "grpc-status: 8" in out, out[:300])
+
+    key, (status, headers, _) = fresh(port, "/sliding/x", "x-k", 2)
+    check("admitted responses carry RateLimit-Policy and RateLimit (remaining counts down)",
+          status == 200 and headers.get("ratelimit-policy") == '"slide5";q=5;w=10' and headers.get("ratelimit", "").startswith('"slide5";r=4;'),
+          f"{status} {headers}")
+    replies = [request(port, "GET", "/sliding/x", {"x-k": key}) for _ in range(6)]
+    check("sliding_window 5 per 10 s: 4 more admitted, then refused", [r[0] for r in replies] == [200] * 4 + [429] * 2,
+          f"{[r[0] for r in replies]}")
+    # Just past the boundary the previous window (5) weighs 5 x (1 - elapsed): one request fits,
+    # the next only once a fifth of the window has gone (a fixed window would take 5 at once).
+    time.sleep(reset_in(replies[-1][1]))
+    statuses = [request(port, "GET", "/sliding/x", {"x-k": key})[0] for _ in range(4)]
+    check("sliding_window: after the boundary the previous window still weighs (1 admitted, then 429)",
+          statuses == [200, 429, 429, 429], f"{statuses}")
+
+    tenant = lambda name: request(port, "GET", "/bucket/x", {"x-tenant": name})[0]
+    statuses = [tenant("a") for _ in range(7)]
+    check("token_bucket burst 5 keyed by header x-tenant: 5 at once, then 429", statuses == [200] * 5 + [429] * 2, f"{statuses}")
+    check("... another tenant has its own bucket", tenant("b") == 200)
+    time.sleep(1.1)  # 2 per second: 2.2 tokens back
+    statuses = [tenant("a") for _ in range(3)]
+    check("... refilled at 2/s: 2 more after 1.1 s", statuses == [200, 200, 429], f"{statuses}")
+
+    keyed = lambda key: request(port, "GET", "/consumer/x", {"x-api-key": key})[0]
+    statuses = [keyed(PARTNER_KEY) for _ in range(4)] + [keyed(OTHER_KEY)]
+    check("keyed by consumer: acme gets 3, globex its own", statuses == [200, 200, 200, 429, 200], f"{statuses}")
+
+    # Exact across event loops: 400 requests on 40 connections (spread over both loops), 100 admitted.
+    key, first = fresh(port, "/exact/x", "x-run", 10)
+    def burst(index):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        codes = []
+        for _ in range(10 if index else 9):  # the probe was one
+            conn.request("GET", "/exact/x", headers={"x-run": key})
+            response = conn.getresponse()
+            response.read()
+            codes.append(response.status)
+        conn.close()
+        return codes
+    with futures.ThreadPoolExecutor(40) as pool:
+        codes = [first[0]] + [code for batch in pool.map(burst, range(40)) for code in batch]
+    check("fixed_window 100 per 30 s, 400 requests over 40 connections on 2 loops: exactly 100 admitted",
+          codes.count(200) == 100 and codes.count(429) == 300, f"{codes.count(200)} admitted, {codes.count(429)} refused")
+
+
+def connections(port):
+    held = []
+    for _ in range(3):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"GET /loopback/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        held.append((sock, sock.recv(4096)))
+    check("max_connections_per_ip 3: three connections served", all(reply.startswith(b"HTTP/1.1 200") for _, reply in held))
+    extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        extra.sendall(b"GET /loopback/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = extra.recv(4096)
+    except OSError:
+        reply = b""
+    extra.close()
+    check("... a fourth from the same address is closed at accept", reply == b"", f"{reply[:60]!r}")
+    held[0][0].close()
+    time.sleep(0.2)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"GET /loopback/x HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = sock.recv(4096)
+    check("... and one closing frees a place", reply.startswith(b"HTTP/1.1 200"), f"{reply[:60]!r}")
+    sock.close()
+    for s, _ in held[1:]:
+        s.close()
+
+
+def config_errors(tmp):
+    bad = [
+        ("routes:\n  - {name: r, match: {path_prefix: /}, upstream: u, cors: {allow_origins: ['*'], allow_credentials: true}}",
+         "allow_credentials cannot be used with allow_origins"),
+        ("routes:\n  - {name: r, match: {path_prefix: /}, upstream: u, auth: {providers: [nobody]}}", "unknown auth provider \"nobody\""),
+        ("rate_limits: {x: {requests: 1, window: 1s, scope: redis}}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: u}",
+         "scope: redis is not available yet"),
+        ("routes:\n  - {name: r, match: {path_prefix: /}, upstream: u, access: {allow: [10.0.0.0/33]}}", "expected an IPv4 or IPv6"),
+        ("routes:\n  - {name: r, match: {path_prefix: /}, upstream: u, rate_limit: [nope]}", "unknown rate limit \"nope\""),
+    ]
+    for text, expected in bad:
+        path = os.path.join(tmp, "bad.yaml")
+        with open(path, "w") as f:
+            f.write("listeners: [{name: l, address: '127.0.0.1:1'}]\nupstreams: {u: {endpoints: [{address: '127.0.0.1:2'}]}}\n" + text)
+        out = subprocess.run([CAUSEWAY, "validate", path], capture_output=True, text=True)
+        check(f"config error reported at its key: {expected}", out.returncode != 0 and expected in out.stderr + out.stdout,
+              (out.stderr + out.stdout)[:300])
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="causeway-policy-")
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    keys = os.path.join(tmp, "keys.yaml")
+    with open(keys, "w") as f:
+        f.write(f"acme: {hashlib.sha256(PARTNER_KEY.encode()).hexdigest()}\nglobex: {hashlib.sha256(OTHER_KEY.encode()).hexdigest()}\n")
+    port, admin, limited = free_port(), free_port(), free_port()
+    cors_block = ("{allow_origins: ['https://app.example.com', 'https://*.example.org'], allow_methods: [GET, PUT], "
+                  "allow_headers: [content-type, authorization, x-api-key], expose_headers: [x-request-id], allow_credentials: true, max_age: 10m}")
+    config = f"""
+server:
+  workers: 2
+  admin: {{address: "127.0.0.1:{admin}"}}
+  trusted_proxies: [127.0.0.1/32]
+listeners:
+  - {{name: plain, address: "127.0.0.1:{port}", protocols: [http1, h2c]}}
+upstreams:
+  echo: {{endpoints: [{{address: "127.0.0.1:{upstream.server_address[1]}"}}]}}
+auth:
+  api_keys:
+    partners: {{from: ["header:x-api-key", "query:api_key"], keys_file: "{keys}"}}
+rate_limits:
+  fixed5: {{algorithm: fixed_window, requests: 5, window: 2s, key: "header:x-k"}}
+  slide5: {{algorithm: sliding_window, requests: 5, window: 10s, key: "header:x-k"}}
+  bucket: {{algorithm: token_bucket, requests: 2, window: 1s, burst: 5, key: "header:x-tenant"}}
+  per-consumer: {{algorithm: fixed_window, requests: 3, window: 300s, key: consumer}}
+  exact: {{algorithm: fixed_window, requests: 100, window: 30s, key: "header:x-run"}}
+routes:
+  - {{name: cors, match: {{path_prefix: /cors/}}, upstream: echo, cors: {cors_block}}}
+  - {{name: star, match: {{path_prefix: /star/}}, upstream: echo, cors: {{allow_origins: ["*"]}}}}
+  - {{name: private, match: {{path_prefix: /private/}}, upstream: echo, access: {{allow: [10.0.0.0/8]}}}}
+  - {{name: denied, match: {{path_prefix: /denied/}}, upstream: echo, access: {{allow: [127.0.0.0/8], deny: [127.0.0.1/32]}}}}
+  - {{name: loopback, match: {{path_prefix: /loopback/}}, upstream: echo, access: {{allow: [127.0.0.0/8, "::1/128"]}}}}
+  - {{name: xff, match: {{path_prefix: /xff/}}, upstream: echo, access: {{deny: [203.0.113.0/24]}}}}
+  - {{name: keys, match: {{path_prefix: /keys/}}, upstream: echo, websocket: {{}}, cors: {cors_block}, auth: {{providers: [partners]}}}}
+  - {{name: optional, match: {{path_prefix: /optional/}}, upstream: echo, auth: {{providers: [partners], optional: true}}}}
+  - {{name: fixed, match: {{path_prefix: /fixed/}}, upstream: echo, rate_limit: [fixed5]}}
+  - {{name: sliding, match: {{path_prefix: /sliding/}}, upstream: echo, rate_limit: [slide5]}}
+  - {{name: bucket, match: {{path_prefix: /bucket/}}, upstream: echo, rate_limit: [bucket]}}
+  - {{name: consumer, match: {{path_prefix: /consumer/}}, upstream: echo, auth: {{providers: [partners]}}, rate_limit: [per-consumer]}}
+  - {{name: exact, match: {{path_prefix: /exact/}}, upstream: echo, rate_limit: [exact]}}
+"""
+    try:
+        with running_gateway(CAUSEWAY, config, tmp, port) as gateway:
+            cors(port)
+            access(port)
+            api_keys(port)
+            limits(port)
+            check("gateway still running", gateway.poll() is None)
+        # Per-address connection limits, on a gateway of their own.
+        config_limited = config.replace(f'"127.0.0.1:{port}"', f'"127.0.0.1:{limited}"').replace(
+            f'"127.0.0.1:{admin}"', f'"127.0.0.1:{free_port()}"').replace("  trusted_proxies:", "  limits: {max_connections_per_ip: 3}\n  trusted_proxies:")
+        with running_gateway(CAUSEWAY, config_limited, tmp, limited) as gateway:
+            time.sleep(0.2)
+            connections(limited)
+            check("gateway still running (connection limits)", gateway.poll() is None)
+        config_errors(tmp)
+    finally:
+        upstream.shutdown()
+    results.finish("policy")
+
+
+if __name__ == "__main__":
+    main()
