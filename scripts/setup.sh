@@ -18,7 +18,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # Python peers for protocol-level tests (HTTP/2 frames built by hand).
-if ! python3 -c "import hyperframe, hpack, h2, jsonschema, yaml, grpc, grpc_tools, httpx, google.protobuf, google.api.annotations_pb2" 2>/dev/null; then
+if ! python3 -c "import hyperframe, hpack, h2, jsonschema, yaml, grpc, grpc_tools, httpx, google.protobuf, google.api.annotations_pb2, joserfc, cryptography" 2>/dev/null; then
     echo "setup: installing Python packages from scripts/requirements.txt" >&2
     python3 -m pip install -q -r "$(dirname "$0")/requirements.txt" 2>/dev/null \
         || python3 -m pip install -q --break-system-packages -r "$(dirname "$0")/requirements.txt"

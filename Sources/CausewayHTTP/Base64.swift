@@ -11,25 +11,27 @@ public enum Base64 {
         table[Int(UInt8(ascii: "_"))] = 63
         return table
     }()
-    static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+    @usableFromInline static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
     public static func decode(_ text: String) -> [UInt8]? {
         decode(bytes: text.utf8)
     }
 
     /// `=` may end the text (once, at most two); anything else outside the alphabets is nil.
+    @inlinable
     public static func decode(bytes text: some Collection<UInt8>) -> [UInt8]? {
         var output: [UInt8] = []
         output.reserveCapacity(text.count * 3 / 4)
         var accumulator: UInt32 = 0
         var bits = 0
         var padding = 0
+        let table = values  // once: a global's accessor per byte costs a lazy-init check each time
         for byte in text {
             if byte == UInt8(ascii: "=") {
                 padding += 1
                 continue
             }
-            let value = values[Int(byte)]
+            let value = table[Int(byte)]
             guard value != 0xFF, padding == 0 else { return nil }
             accumulator = (accumulator << 6) | UInt32(value)
             bits += 6
@@ -44,7 +46,9 @@ public enum Base64 {
     }
 
     /// Appends `bytes` in base64 with padding.
+    @inlinable
     public static func encode(_ bytes: some Collection<UInt8>, to buffer: inout ByteBuffer) {
+        let alphabet = self.alphabet
         var iterator = bytes.makeIterator()
         while let first = iterator.next() {
             let second = iterator.next()

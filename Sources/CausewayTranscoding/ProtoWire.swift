@@ -3,7 +3,7 @@
 
 public struct ProtoError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String
-    init(_ description: String) { self.description = description }
+    public init(_ description: String) { self.description = description }
 }
 
 public enum WireType: UInt8, Sendable {

@@ -17,7 +17,7 @@ struct Causeway: AsyncParsableCommand {
         commandName: "causeway",
         abstract: "A multi-protocol edge proxy and API gateway.",
         version: CausewayVersion.string,
-        subcommands: [Run.self, Validate.self, Demo.self, Version.self]
+        subcommands: [Run.self, Validate.self, Demo.self, Token.self, Version.self]
     )
 }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import COpenSSL
 import CausewayConfig
 import CausewayDemo
 import NIOCore
@@ -74,6 +75,7 @@ struct Demo: AsyncParsableCommand {
               curl -sN http://localhost:\(port)/v1/greetings/ada/stream?count=3   # a server stream as a JSON array, element by element
               python3 scripts/grpc_demo.py localhost:\(port)                     # the same service over gRPC and gRPC-Web
               curl -i -H 'x-api-key: demo-key' http://localhost:\(port)/partner/v1/orders   # API key route (without the key: 401)
+              curl -i -H "authorization: Bearer $(.build/debug/causeway token --sub alice)" http://localhost:\(port)/me/v1/users   # JWT route
               curl -si http://localhost:\(port)/api/v1/users | grep -i ratelimit         # RateLimit headers; past 20 at once: 429
               curl -i -X OPTIONS http://localhost:\(port)/api/v1/users -H 'origin: https://app.example.com' -H 'access-control-request-method: POST'   # CORS preflight
               curl -i http://localhost:\(port)/api/v1/nothing-here        # 404 with a JSON error and request id
@@ -94,6 +96,7 @@ enum DemoCertificate {
     static func ensure(directory: String, logger: Logger) throws {
         let cert = directory + "/localhost.crt"
         let key = directory + "/localhost.key"
+        defer { try? writeJWKS(directory: directory, key: key) }
         if FileManager.default.fileExists(atPath: cert) && FileManager.default.fileExists(atPath: key) { return }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let process = Process()
@@ -107,6 +110,15 @@ enum DemoCertificate {
         process.waitUntilExit()
         guard process.terminationStatus == 0 else { throw DemoError("openssl exited with \(process.terminationStatus)") }
         logger.info("made a self-signed demo certificate", metadata: ["cert": "\(cert)"])
+    }
+
+    /// The demo JWT provider's key set: the public half of the demo key (`causeway token` signs
+    /// with the private half).
+    static func writeJWKS(directory: String, key: String) throws {
+        guard let pkey = DemoJWT.loadKey(key) else { return }
+        defer { EVP_PKEY_free(pkey) }
+        guard let jwks = DemoJWT.jwks(pkey) else { return }
+        try jwks.write(toFile: directory + "/demo-jwks.json", atomically: true, encoding: .utf8)
     }
 
     struct DemoError: Error, CustomStringConvertible {

@@ -9,7 +9,7 @@ Usage: policy_suite.py path/to/causeway
 A Python upstream echoes what it received (path and headers) as JSON and counts requests, so
 the suite can tell what reached it (a preflight must not).
 """
-import hashlib, json, os, socket, subprocess, sys, tempfile, threading, time, uuid
+import base64, hashlib, hmac, json, os, socket, subprocess, sys, tempfile, threading, time, uuid, warnings
 import http.client
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -86,7 +86,8 @@ def cors(port):
           and "PUT" in headers.get("access-control-allow-methods", "")
           and headers.get("access-control-allow-headers") == "content-type, authorization"
           and headers.get("access-control-max-age") == "600" and "Origin" in headers.get("vary", ""), f"{status} {headers}")
-    check("... and it never reached the upstream", hits() == before, f"{hits() - before} upstream hits")
+    check("... and it never reached the upstream (nor was it refused by the route's methods: GET, PUT)", hits() == before,
+          f"{hits() - before} upstream hits")
     for what, extra in [("an origin not listed", {"origin": "https://evil.example.net"}),
                         ("a method not allowed", {**origin, "access-control-request-method": "DELETE"}),
                         ("a header not allowed", {**origin, "access-control-request-headers": "x-secret"})]:
@@ -299,10 +300,152 @@ def config_errors(tmp):
               (out.stderr + out.stdout)[:300])
 
 
+# JWT: keys and tokens made with joserfc (cryptography underneath).
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def make_keys():
+    from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
+    keys = {
+        "rsa": RSAKey.generate_key(2048, parameters={"kid": "rsa-1"}),
+        "p256": ECKey.generate_key("P-256", parameters={"kid": "ec-256"}),
+        "p384": ECKey.generate_key("P-384", parameters={"kid": "ec-384"}),
+        "ed": OKPKey.generate_key("Ed25519", parameters={"kid": "ed-1"}),
+        "rotated": RSAKey.generate_key(2048, parameters={"kid": "rsa-2"}),
+    }
+    secret = OctKey.import_key(b"s" * 32, parameters={"kid": "hs-1"})
+    return keys, secret
+
+
+def mint(key, alg, kid, **claims):
+    from joserfc import jwt
+    now = int(time.time())
+    body = {"sub": "user-7", "iss": "https://id.example.com/", "aud": "api", "exp": now + 300, "iat": now, **claims}
+    body = {k: v for k, v in body.items() if v is not None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return jwt.encode({"alg": alg, "kid": kid}, body, key, algorithms=[alg])
+
+
+def jwt_checks(port, keys, secret, jwks_server):
+    bearer = lambda token: {"authorization": "Bearer " + token}
+    for alg, key, kid in [("RS256", keys["rsa"], "rsa-1"), ("RS384", keys["rsa"], "rsa-1"), ("RS512", keys["rsa"], "rsa-1"),
+                          ("PS256", keys["rsa"], "rsa-1"), ("ES256", keys["p256"], "ec-256"), ("ES384", keys["p384"], "ec-384"),
+                          ("EdDSA", keys["ed"], "ed-1")]:
+        status, _, body = request(port, "GET", "/jwt/x", bearer(mint(key, alg, kid)))
+        seen = json.loads(body)["headers"] if status == 200 else {}
+        check(f"JWT {alg}: 200, the subject forwarded as x-user-id and x-consumer",
+              status == 200 and seen.get("x-user-id") == "user-7" and seen.get("x-consumer") == "user-7", f"{status} {body[:160]!r}")
+    status, _, _ = request(port, "GET", "/jwt-hs/x", bearer(mint(secret, "HS256", "hs-1")))
+    check("JWT HS256 on a provider that lists it: 200", status == 200, f"{status}")
+    status, _, _ = request(port, "GET", "/jwt/x", bearer(mint(secret, "HS256", "hs-1")))
+    check("JWT HS256 on a provider that does not list it: 401", status == 401, f"{status}")
+    good = mint(keys["rsa"], "RS256", "rsa-1")
+    header, payload, _ = good.split(".")
+    pem = keys["rsa"].as_pem(private=False)
+    confused_input = (b64(json.dumps({"alg": "HS256", "kid": "rsa-1"}).encode()) + "." + payload).encode()
+    attacks = [
+        ("alg none", b64(b'{"alg":"none","typ":"JWT"}') + "." + payload + "."),
+        ("alg none with the RS256 signature", b64(b'{"alg":"none"}') + "." + payload + "." + good.split(".")[2]),
+        ("HS256 signed with the RSA public key (PEM) as the secret",
+         confused_input.decode() + "." + b64(hmac.new(pem, confused_input, hashlib.sha256).digest())),
+        ("HS256 signed with the RSA modulus as the secret",
+         confused_input.decode() + "." + b64(hmac.new(base64.urlsafe_b64decode(keys["rsa"].as_dict(private=False)["n"] + "=="),
+                                                      confused_input, hashlib.sha256).digest())),
+        ("expired (beyond the 30 s leeway)", mint(keys["rsa"], "RS256", "rsa-1", exp=int(time.time()) - 120)),
+        ("not valid yet", mint(keys["rsa"], "RS256", "rsa-1", nbf=int(time.time()) + 600)),
+        ("issued in the future", mint(keys["rsa"], "RS256", "rsa-1", iat=int(time.time()) + 600)),
+        ("wrong audience", mint(keys["rsa"], "RS256", "rsa-1", aud="other")),
+        ("wrong issuer", mint(keys["rsa"], "RS256", "rsa-1", iss="https://evil.example/")),
+        ("unknown kid", mint(keys["rotated"], "RS256", "nobody-knows")),
+        ("a kid whose key does not match", mint(keys["rotated"], "RS256", "rsa-1")),
+        ("a tampered payload", header + "." + b64(json.dumps({"sub": "admin", "aud": "api", "iss": "https://id.example.com/",
+                                                              "exp": int(time.time()) + 300}).encode()) + "." + good.split(".")[2]),
+        ("malformed base64", header + ".@@@." + good.split(".")[2]),
+        ("padded base64", header + "=." + payload + "." + good.split(".")[2]),
+        ("two parts", header + "." + payload),
+        ("a 100 KB token", "a" * 50_000 + "." + "b" * 50_000 + ".c"),
+        ("no subject", mint(keys["rsa"], "RS256", "rsa-1", sub=None)),
+        ("a header that is not JSON", b64(b"not json") + "." + payload + "." + good.split(".")[2]),
+        ("ES256 with a truncated signature", mint(keys["p256"], "ES256", "ec-256")[:-10]),
+    ]
+    for what, token in attacks:
+        status, headers, body = request(port, "GET", "/jwt/x", bearer(token))
+        check(f"JWT attack, {what}: 401 with a Bearer error, no crash",
+              status in (401, 431) and (status == 431 or 'error="invalid_token"' in headers.get("www-authenticate", "")),
+              f"{status} {headers.get('www-authenticate')} {body[:120]!r}")
+    status, headers, _ = request(port, "GET", "/jwt/x")
+    check("JWT, no token: 401 with WWW-Authenticate: Bearer (no error attribute)",
+          status == 401 and headers.get("www-authenticate", "").startswith("Bearer") and "error=" not in headers.get("www-authenticate", ""),
+          f"{status} {headers}")
+    status, _, body = request(port, "GET", "/jwt/x", {**bearer(good), "x-user-id": "spoofed"})
+    check("a client's own x-user-id is replaced by the claim", status == 200 and json.loads(body)["headers"].get("x-user-id") == "user-7")
+    status, _, body = request(port, "GET", "/jwt/x?access_token=" + good)
+    check("the token from the query (second source)", status == 200, f"{status}")
+    status, _, body = request(port, "GET", "/jwt/x", {"cookie": "theme=dark; session=" + good})
+    check("the token from a cookie (third source)", status == 200, f"{status}")
+    for _ in range(3):
+        status, _, _ = request(port, "GET", "/jwt/x", bearer(good))
+    check("a cached token keeps working", status == 200)
+    # authorize: scopes and claims.
+    scoped = mint(keys["p256"], "ES256", "ec-256", scope="orders:read profile", tenant="acme")
+    check("authorize: the scope and claim present: 200", request(port, "GET", "/orders-read/x", bearer(scoped))[0] == 200)
+    status, _, body = request(port, "GET", "/orders-read/x", bearer(mint(keys["p256"], "ES256", "ec-256", scope="profile", tenant="acme")))
+    check("authorize: a missing scope: 403 forbidden", status == 403 and b'"forbidden"' in body, f"{status} {body[:100]!r}")
+    status, _, _ = request(port, "GET", "/orders-read/x", bearer(mint(keys["p256"], "ES256", "ec-256", scp=["orders:read"], tenant="other")))
+    check("authorize: scp as a list is read, a wrong claim value: 403", status == 403, f"{status}")
+    out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null", "-D", "-", "-H", "content-type: application/grpc",
+                          "-H", "te: trailers", "--data-binary", "@/dev/null", f"http://127.0.0.1:{port}/jwt/demo.Svc/Call"],
+                         capture_output=True, text=True).stdout.lower()
+    check("a gRPC call without a token: grpc-status 16 (UNAUTHENTICATED)", "grpc-status: 16" in out, out[:200])
+    # JWKS from a URL, refreshed every 2 s: rotation without restart, the last good set kept.
+    rotated = mint(keys["rotated"], "RS256", "rsa-2")
+    check("JWKS URL: a key the set does not have yet: 401", request(port, "GET", "/jwt-url/x", bearer(rotated))[0] == 401)
+    jwks_server.keys = [keys["rsa"].as_dict(private=False), keys["rotated"].as_dict(private=False)]
+    deadline, status = time.monotonic() + 10, 0
+    while time.monotonic() < deadline and status != 200:
+        time.sleep(0.5)
+        status = request(port, "GET", "/jwt-url/x", bearer(rotated))[0]
+    check("JWKS URL: the rotated key is fetched and accepted without a restart", status == 200, f"{status}")
+    jwks_server.fail = True
+    time.sleep(3)
+    check("JWKS URL: the endpoint failing keeps the last good set", request(port, "GET", "/jwt-url/x", bearer(mint(keys["rotated"], "RS256", "rsa-2")))[0] == 200)
+    jwks_server.fail = False
+
+
+class JWKSHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    keys = []
+    fail = False
+
+    def do_GET(self):
+        body = json.dumps({"keys": JWKSHandler.keys}).encode()
+        self.send_response(500 if JWKSHandler.fail else 200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="causeway-policy-")
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    jwt_keys, secret = make_keys()
+    jwks_path = os.path.join(tmp, "jwks.json")
+    with open(jwks_path, "w") as f:
+        json.dump({"keys": [k.as_dict(private=False) for name, k in jwt_keys.items() if name != "rotated"]
+                   + [{"kty": "EC", "kid": "broken", "crv": "P-256", "x": "AAAA", "y": "AAAA"}]}, f)
+    hs_path = os.path.join(tmp, "hs.json")
+    with open(hs_path, "w") as f:
+        json.dump({"keys": [secret.as_dict(private=True)]}, f)
+    JWKSHandler.keys = [jwt_keys["rsa"].as_dict(private=False)]
+    jwks_server = ThreadingHTTPServer(("127.0.0.1", 0), JWKSHandler)
+    threading.Thread(target=jwks_server.serve_forever, daemon=True).start()
     keys = os.path.join(tmp, "keys.yaml")
     with open(keys, "w") as f:
         f.write(f"acme: {hashlib.sha256(PARTNER_KEY.encode()).hexdigest()}\nglobex: {hashlib.sha256(OTHER_KEY.encode()).hexdigest()}\n")
@@ -319,6 +462,21 @@ listeners:
 upstreams:
   echo: {{endpoints: [{{address: "127.0.0.1:{upstream.server_address[1]}"}}]}}
 auth:
+  jwt:
+    main:
+      issuer: https://id.example.com/
+      audiences: [api]
+      algorithms: [RS256, RS384, RS512, PS256, ES256, ES384, EdDSA]
+      jwks: {{file: "{jwks_path}"}}
+      leeway: 30s
+      from: ["header:authorization", "query:access_token", "cookie:session"]
+      forward_claims: {{sub: x-user-id}}
+    shared-secret:
+      algorithms: [HS256]
+      jwks: {{file: "{hs_path}"}}
+    remote:
+      algorithms: [RS256]
+      jwks: {{url: "http://127.0.0.1:{jwks_server.server_address[1]}/jwks.json", refresh: 2s}}
   api_keys:
     partners: {{from: ["header:x-api-key", "query:api_key"], keys_file: "{keys}"}}
 rate_limits:
@@ -328,13 +486,18 @@ rate_limits:
   per-consumer: {{algorithm: fixed_window, requests: 3, window: 300s, key: consumer}}
   exact: {{algorithm: fixed_window, requests: 100, window: 30s, key: "header:x-run"}}
 routes:
-  - {{name: cors, match: {{path_prefix: /cors/}}, upstream: echo, cors: {cors_block}}}
+  - {{name: cors, match: {{path_prefix: /cors/, methods: [GET, PUT]}}, upstream: echo, cors: {cors_block}}}
   - {{name: star, match: {{path_prefix: /star/}}, upstream: echo, cors: {{allow_origins: ["*"]}}}}
   - {{name: private, match: {{path_prefix: /private/}}, upstream: echo, access: {{allow: [10.0.0.0/8]}}}}
   - {{name: denied, match: {{path_prefix: /denied/}}, upstream: echo, access: {{allow: [127.0.0.0/8], deny: [127.0.0.1/32]}}}}
   - {{name: loopback, match: {{path_prefix: /loopback/}}, upstream: echo, access: {{allow: [127.0.0.0/8, "::1/128"]}}}}
   - {{name: xff, match: {{path_prefix: /xff/}}, upstream: echo, access: {{deny: [203.0.113.0/24]}}}}
   - {{name: keys, match: {{path_prefix: /keys/}}, upstream: echo, websocket: {{}}, cors: {cors_block}, auth: {{providers: [partners]}}}}
+  - {{name: jwt, match: {{path_prefix: /jwt/}}, upstream: echo, auth: {{providers: [main]}}}}
+  - {{name: jwt-hs, match: {{path_prefix: /jwt-hs/}}, upstream: echo, auth: {{providers: [shared-secret]}}}}
+  - {{name: jwt-url, match: {{path_prefix: /jwt-url/}}, upstream: echo, auth: {{providers: [remote]}}}}
+  - {{name: orders-read, match: {{path_prefix: /orders-read/}}, upstream: echo, auth: {{providers: [main]}},
+      authorize: {{scopes: ["orders:read"], claims: {{tenant: acme}}}}}}
   - {{name: optional, match: {{path_prefix: /optional/}}, upstream: echo, auth: {{providers: [partners], optional: true}}}}
   - {{name: fixed, match: {{path_prefix: /fixed/}}, upstream: echo, rate_limit: [fixed5]}}
   - {{name: sliding, match: {{path_prefix: /sliding/}}, upstream: echo, rate_limit: [slide5]}}
@@ -348,6 +511,7 @@ routes:
             access(port)
             api_keys(port)
             limits(port)
+            jwt_checks(port, jwt_keys, secret, JWKSHandler)
             check("gateway still running", gateway.poll() is None)
         # Per-address connection limits, on a gateway of their own.
         config_limited = config.replace(f'"127.0.0.1:{port}"', f'"127.0.0.1:{limited}"').replace(
@@ -359,6 +523,7 @@ routes:
         config_errors(tmp)
     finally:
         upstream.shutdown()
+        jwks_server.shutdown()
     results.finish("policy")
 
 

@@ -12,9 +12,12 @@ extension GatewayConfigReader {
     func readAuth(_ node: Node, _ path: String) -> AuthConfig {
         var auth = AuthConfig()
         guard let fields = reader.mapping(node, path, allowed: ["jwt", "api_keys", "introspection"]) else { return auth }
-        for key in ["jwt", "introspection"] {
-            if let (n, p) = fields[key] {
-                reader.fail(n, p, "\(key == "jwt" ? "JWT" : "OAuth2 introspection") providers are not available yet; remove auth.\(key)")
+        if let (n, p) = fields["introspection"] {
+            reader.fail(n, p, "OAuth2 introspection providers are not available yet; remove auth.introspection")
+        }
+        if let (n, p) = fields["jwt"], let entries = reader.entries(n, p) {
+            for (name, _, value) in entries {
+                if let provider = readJWT(name, value, reader.join(p, name)) { auth.jwt.append(provider) }
             }
         }
         if let (n, p) = fields["api_keys"], let entries = reader.entries(n, p) {
@@ -30,6 +33,50 @@ extension GatewayConfigReader {
             }
         }
         return auth
+    }
+
+    private func readJWT(_ name: String, _ node: Node, _ path: String) -> JWTProviderConfig? {
+        let allowed = ["issuer", "audiences", "algorithms", "jwks", "leeway", "from", "forward_claims"]
+        guard let fields = reader.mapping(node, path, allowed: allowed),
+            let (jwksNode, jwksPath) = fields["jwks"] ?? { reader.fail(node, reader.join(path, "jwks"), "required key is missing"); return nil }(),
+            let jwks = reader.mapping(jwksNode, jwksPath, allowed: ["file", "url", "refresh"])
+        else { return nil }
+        var provider = JWTProviderConfig(name: name, jwksLocation: reader.location(jwksNode, jwksPath))
+        if let (n, p) = jwks["file"], let file = reader.string(n, p) {
+            provider.jwksFile = file
+            provider.jwksLocation = reader.location(n, p)
+        }
+        if let (n, p) = jwks["url"], let url = reader.string(n, p) {
+            if !(url.hasPrefix("http://") || url.hasPrefix("https://")) { reader.fail(n, p, "expected an http:// or https:// URL") }
+            provider.jwksURL = url
+            provider.jwksLocation = reader.location(n, p)
+        }
+        if (provider.jwksFile == nil) == (provider.jwksURL == nil) {
+            reader.fail(jwksNode, jwksPath, "exactly one of file and url is required")
+        }
+        if let (n, p) = jwks["refresh"], let value = reader.duration(n, p) {
+            if value < .seconds(1) { reader.fail(n, p, "must be at least 1s") } else { provider.refresh = value }
+        }
+        if let (n, p) = fields["issuer"], let value = reader.string(n, p) { provider.issuer = value }
+        if let (n, p) = fields["audiences"], let value = reader.stringList(n, p) { provider.audiences = value }
+        if let (n, p) = fields["algorithms"], let list = reader.stringList(n, p) {
+            let known = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256", "HS384", "HS512"]
+            for (index, name) in list.enumerated() where !known.contains(name) {
+                reader.fail(n, "\(p)[\(index)]", name.lowercased() == "none"
+                    ? "\"none\" is never accepted: a token must be signed"
+                    : "unknown algorithm \"\(name)\", expected one of: \(known.joined(separator: ", "))\(didYouMean(name, in: known))")
+            }
+            if list.isEmpty { reader.fail(n, p, "at least one algorithm is required") }
+            provider.algorithms = list
+        }
+        if let (n, p) = fields["leeway"], let value = reader.duration(n, p) { provider.leeway = value }
+        if let (n, p) = fields["from"], let sources = readSources(n, p) { provider.from = sources }
+        if let (n, p) = fields["forward_claims"], let entries = reader.entries(n, p) {
+            for (claim, _, value) in entries {
+                if let header = reader.string(value, reader.join(p, claim)) { provider.forwardClaims.append((claim, header.lowercased())) }
+            }
+        }
+        return provider
     }
 
     private func readSources(_ node: Node, _ path: String) -> [CredentialSource]? {

@@ -131,11 +131,36 @@ public struct RateLimitPolicy: Sendable, Equatable {
 
 /// `auth`: the identity providers routes may name.
 public struct AuthConfig: Sendable {
+    public var jwt: [JWTProviderConfig] = []
     public var apiKeys: [APIKeyProvider] = []
 
     public init() {}
 
-    public var providerNames: [String] { apiKeys.map(\.name) }
+    public var providerNames: [String] { jwt.map(\.name) + apiKeys.map(\.name) }
+}
+
+/// `auth.jwt.NAME`.
+public struct JWTProviderConfig: Sendable {
+    public var name: String
+    /// `iss` must equal it; nil: any.
+    public var issuer: String?
+    /// `aud` must contain one of them; empty: any.
+    public var audiences: [String] = []
+    /// RS256/384/512, PS256/384/512, ES256/384, EdDSA, HS256/384/512 (HS only when listed).
+    public var algorithms: [String] = ["RS256", "ES256"]
+    public var jwksFile: String?
+    public var jwksURL: String?
+    public var refresh: Duration = .seconds(300)
+    public var jwksLocation: ConfigLocation
+    public var leeway: Duration = .seconds(30)
+    public var from: [CredentialSource] = [.header("authorization")]
+    /// claim → request header for the upstream.
+    public var forwardClaims: [(claim: String, header: String)] = []
+
+    public init(name: String, jwksLocation: ConfigLocation) {
+        self.name = name
+        self.jwksLocation = jwksLocation
+    }
 }
 
 /// Where a credential is read from: `header:NAME`, `query:NAME`, `cookie:NAME`.

@@ -1,5 +1,6 @@
 import CausewayConfig
 import CausewayHTTP
+import NIOPosix
 
 /// One route compiled for running: how it matches, the filters it adds (as factories, so each
 /// loop makes its own), and which kind of handler answers it. Immutable, in the snapshot.
@@ -73,9 +74,49 @@ struct PolicyRuntime: Sendable {
 
     init() {}
 
+    /// JWT key sets by provider, with their fetchers (URL sets): kept over a reload that does
+    /// not change where they come from, so the last good set survives it.
+    var keySets: [String: (source: JWTKeySetSource, fetcher: JWKSFetcher?, origin: String)] = [:]
+
     init(config: GatewayConfig, previous: PolicyRuntime?) throws(ConfigErrors) {
         client = ClientAddress(trusted: config.server.trustedProxies)
         var errors: [ConfigError] = []
+        for provider in config.auth.jwt {
+            let origin = provider.jwksFile.map { "file:\($0)" } ?? "url:\(provider.jwksURL ?? "")|\(provider.refresh)"
+            if let kept = previous?.keySets[provider.name], kept.origin == origin, provider.jwksURL != nil {
+                keySets[provider.name] = kept
+            } else if let file = provider.jwksFile {
+                guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                    errors.append(provider.jwksLocation.error("cannot read the JWK set \"\(file)\""))
+                    continue
+                }
+                do {
+                    let set = try JWTKeySet.parse(Array(text.utf8))
+                    if set.keys.isEmpty {
+                        errors.append(provider.jwksLocation.error("\(file): no usable key (\(set.problems.joined(separator: "; ")))"))
+                        continue
+                    }
+                    keySets[provider.name] = (JWTKeySetSource(set), nil, origin)
+                } catch {
+                    errors.append(provider.jwksLocation.error("\(file): \(error.description)"))
+                    continue
+                }
+            } else if let url = provider.jwksURL {
+                do {
+                    let fetcher = try JWKSFetcher(name: provider.name, url: url, refresh: provider.refresh,
+                                                  eventLoop: MultiThreadedEventLoopGroup.singleton.next())
+                    let source = JWTKeySetSource(JWTKeySet(keys: [], problems: []), onUnknownKid: { _ in fetcher.unknownKid() })
+                    fetcher.start(source)
+                    keySets[provider.name] = (source, fetcher, origin)
+                } catch {
+                    errors.append(provider.jwksLocation.error("\(url): \(error)"))
+                    continue
+                }
+            }
+            if let keys = keySets[provider.name]?.source {
+                providers[provider.name] = JWTAuth(config: provider, keys: keys)
+            }
+        }
         for provider in config.auth.apiKeys {
             do {
                 providers[provider.name] = APIKeyAuth(name: provider.name, sources: provider.from, keys: try provider.loadKeys())

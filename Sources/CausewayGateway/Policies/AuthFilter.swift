@@ -10,7 +10,16 @@ protocol AuthProvider: Sendable {
     var name: String { get }
     /// How a 401 tells the client to authenticate (`WWW-Authenticate`).
     var challenge: String { get }
-    func authenticate(_ exchange: Exchange) -> AuthResult
+    /// Headers this provider sets upstream from claims: a client's own copies are removed.
+    var forwardedHeaders: [HTTPField.Name] { get }
+    /// `cache`: this loop's verified credentials for this provider.
+    func authenticate(_ exchange: Exchange, cache: TokenCache?) -> AuthResult
+    func forwarded(_ claims: [String: ClaimValue]?) -> [(HTTPField.Name, String)]
+}
+
+extension AuthProvider {
+    var forwardedHeaders: [HTTPField.Name] { [] }
+    func forwarded(_ claims: [String: ClaimValue]?) -> [(HTTPField.Name, String)] { [] }
 }
 
 enum AuthResult {
@@ -28,6 +37,14 @@ struct APIKeyAuth: AuthProvider {
     let name: String
     let sources: [CredentialSource]
     let keys: [[UInt8]: String]
+    private let compiled: [Credentials.Source]
+
+    init(name: String, sources: [CredentialSource], keys: [[UInt8]: String]) {
+        self.name = name
+        self.sources = sources
+        self.keys = keys
+        compiled = Credentials.Source.compile(sources)
+    }
 
     var challenge: String {
         let where_ = sources.map { source -> String in
@@ -40,8 +57,8 @@ struct APIKeyAuth: AuthProvider {
         return "ApiKey realm=\"causeway\", " + where_.joined(separator: ", ")
     }
 
-    func authenticate(_ exchange: Exchange) -> AuthResult {
-        guard let key = Credentials.find(sources, in: exchange.request), !key.isEmpty else { return .absent }
+    func authenticate(_ exchange: Exchange, cache: TokenCache?) -> AuthResult {
+        guard let key = Credentials.find(compiled, in: exchange.request), !key.isEmpty else { return .absent }
         // Keys are short secrets; anything longer than 4 KiB is not one (and is not hashed).
         guard key.utf8.count <= 4096 else { return .invalid("the API key is too long") }
         guard let consumer = keys[Credentials.sha256(key)] else { return .invalid("unknown API key") }
@@ -52,14 +69,34 @@ struct APIKeyAuth: AuthProvider {
 enum Credentials {
     /// The first source that has a value: a header (for `authorization`, the token after
     /// "Bearer "), a query parameter, or a cookie.
-    static func find(_ sources: [CredentialSource], in request: HTTPRequest) -> String? {
+    /// A source with its header name made once, not per request.
+    enum Source: Sendable {
+        case header(HTTPField.Name)
+        case query(String)
+        case cookie(String)
+
+        static func compile(_ sources: [CredentialSource]) -> [Source] {
+            sources.compactMap { source in
+                switch source {
+                case .header(let name): HTTPField.Name(name).map(Source.header)
+                case .query(let name): .query(name)
+                case .cookie(let name): .cookie(name)
+                }
+            }
+        }
+    }
+
+    static func find(_ sources: [Source], in request: HTTPRequest) -> String? {
         for source in sources {
             switch source {
-            case .header(let name):
-                guard let field = HTTPField.Name(name), let value = request.headerFields[field] else { continue }
+            case .header(let field):
+                guard let value = request.headerFields[field] else { continue }
                 if field == .authorization {
-                    guard value.count > 7, value.prefix(7).lowercased() == "bearer " else { continue }
-                    return String(value.dropFirst(7)).trimmingSpaces()
+                    guard value.utf8.count > 7, value.caseInsensitiveHasPrefix("bearer ") else { continue }
+                    let token = value.utf8.dropFirst(7)
+                    // Spaces around the token are tolerated; inside it they make it invalid anyway.
+                    if token.first != 0x20 && token.last != 0x20 { return String(Substring(token)) }
+                    return String(Substring(token)).trimmingSpaces()
                 }
                 return value
             case .query(let name):
@@ -118,11 +155,14 @@ enum Credentials {
 /// a request carrying no credential at all passes as anonymous (a bad one still fails).
 /// Failure: 401 with `WWW-Authenticate` (RFC 6750's `error="invalid_token"` for tokens); an
 /// authenticated caller who lacks a scope or claim: 403. The consumer is forwarded upstream as
-/// `x-consumer` (the client's own copy removed first). Stateless: one instance for every loop.
-final class AuthFilter: HTTPFilter, FilterFactory {
+/// `x-consumer`, and a JWT provider's `forward_claims` as their headers (the client's own
+/// copies of all of them removed first). Each loop gets its own instance, with its caches.
+final class AuthFilter: FilterFactory {
     let providers: [any AuthProvider]
     let optional: Bool
     let authorize: AuthorizeConfig?
+    /// Headers no client may set for itself on this route.
+    let reserved: [HTTPField.Name]
 
     static let consumerHeader = HTTPField.Name("x-consumer")!
     static let wwwAuthenticate = HTTPField.Name("www-authenticate")!
@@ -131,38 +171,53 @@ final class AuthFilter: HTTPFilter, FilterFactory {
         self.providers = providers
         self.optional = optional
         self.authorize = authorize
+        reserved = [Self.consumerHeader] + providers.flatMap(\.forwardedHeaders)
     }
 
-    func makeFilter(on eventLoop: any EventLoop) -> any HTTPFilter { self }
+    func makeFilter(on eventLoop: any EventLoop) -> any HTTPFilter {
+        LoopAuthFilter(shared: self)
+    }
+}
+
+final class LoopAuthFilter: HTTPFilter {
+    private let shared: AuthFilter
+    private let caches: [TokenCache]
+
+    init(shared: AuthFilter) {
+        self.shared = shared
+        caches = shared.providers.map { _ in TokenCache() }
+    }
 
     func filterRequest(_ exchange: Exchange) -> FilterOutcome {
-        exchange.request.headerFields[Self.consumerHeader] = nil
+        for name in shared.reserved { exchange.request.headerFields[name] = nil }
         var problems: [String] = []
-        for provider in providers {
-            switch provider.authenticate(exchange) {
+        for (index, provider) in shared.providers.enumerated() {
+            switch provider.authenticate(exchange, cache: caches[index]) {
             case .absent: continue
             case .invalid(let why): problems.append(why)
             case .authenticated(let consumer, let claims):
                 exchange.attributes.consumer = consumer
                 exchange.attributes.claims = claims
-                exchange.request.headerFields[Self.consumerHeader] = consumer
+                exchange.request.headerFields[AuthFilter.consumerHeader] = consumer
+                for (name, value) in provider.forwarded(claims) { exchange.request.headerFields[name] = value }
                 if let refusal = refused(claims) { return .fail(refusal) }
                 return .continue
             }
         }
-        if problems.isEmpty && optional && authorize == nil { return .continue }
+        if problems.isEmpty && shared.optional && shared.authorize == nil { return .continue }
         let why = problems.first ?? "no credential was sent"
         var headers = HTTPFields()
-        for provider in providers {
-            let challenge = problems.isEmpty ? provider.challenge : provider.challenge + ", error=\"invalid_token\", error_description=\"\(why)\""
-            headers.append(HTTPField(name: Self.wwwAuthenticate, value: challenge))
+        for provider in shared.providers {
+            let challenge = problems.isEmpty ? provider.challenge
+                : provider.challenge + ", error=\"invalid_token\", error_description=\"\(why.replacingOccurrences(of: "\"", with: "'"))\""
+            headers.append(HTTPField(name: AuthFilter.wwwAuthenticate, value: challenge))
         }
         return .fail(GatewayError(status: .unauthorized, code: "unauthenticated", message: why, headers: headers))
     }
 
     /// 403 when the caller lacks a required scope or claim value.
     private func refused(_ claims: [String: ClaimValue]?) -> GatewayError? {
-        guard let authorize else { return nil }
+        guard let authorize = shared.authorize else { return nil }
         var granted: Set<Substring> = []
         for name in ["scope", "scp"] {
             switch claims?[name] {

@@ -12,6 +12,12 @@ struct ClientAddress: Sendable {
 
     static let forwardedFor = HTTPField.Name("x-forwarded-for")!
 
+    /// The client's address as text, for counting by address: with no trusted proxies it is the
+    /// socket's, and nothing needs parsing.
+    func text(_ exchange: Exchange) -> String {
+        trusted.isEmpty ? exchange.client.address : resolve(exchange)?.text ?? exchange.client.address
+    }
+
     /// The client's address bytes and text (memoized on the exchange).
     func resolve(_ exchange: Exchange) -> (bytes: [UInt8], text: String)? {
         if let known = exchange.attributes.clientIP { return known }

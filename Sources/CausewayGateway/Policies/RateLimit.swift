@@ -20,6 +20,8 @@ final class RateLimiter: Sendable {
     let burst: UInt64
     /// `RateLimit-Policy` item: `"name";q=100;w=1`.
     let policyItem: String
+    /// `"name";r=`, the start of this policy's `RateLimit` item.
+    let statusPrefix: String
     private let table = Mutex<[String: RateCounter]>([:])
     /// More distinct keys than this at once share one overflow counter (a flood of made-up
     /// header values costs a bounded table).
@@ -32,6 +34,7 @@ final class RateLimiter: Sendable {
         burst = UInt64(policy.burst ?? policy.requests)
         interval = max(1, windowNanos / UInt64(policy.requests))
         let seconds = max(1, (windowNanos + 999_999_999) / 1_000_000_000)
+        statusPrefix = "\"\(policy.name)\";r="
         policyItem = "\"\(policy.name)\";q=\(policy.algorithm == .tokenBucket ? burst : UInt64(policy.requests));w=\(seconds)"
     }
 
@@ -176,10 +179,10 @@ final class RateLimitFilter: HTTPFilter, FilterFactory {
         switch policy.key {
         case .global: return ""
         case .route: return exchange.attributes.route ?? ""
-        case .ip: return client.resolve(exchange)?.text ?? exchange.client.address
+        case .ip: return client.text(exchange)
         case .consumer:
             if let consumer = exchange.attributes.consumer { return "c:" + consumer }
-            return "ip:" + (client.resolve(exchange)?.text ?? exchange.client.address)
+            return "ip:" + client.text(exchange)
         case .header(let name):
             return HTTPField.Name(name).flatMap { exchange.request.headerFields[$0] } ?? ""
         case .claim(let name):
@@ -187,7 +190,7 @@ final class RateLimitFilter: HTTPFilter, FilterFactory {
             case .string(let value)?: return "c:" + value
             case .number(let value)?: return "c:\(value)"
             case .bool(let value)?: return "c:\(value)"
-            default: return "ip:" + (client.resolve(exchange)?.text ?? exchange.client.address)
+            default: return "ip:" + client.text(exchange)
             }
         }
     }
@@ -205,8 +208,7 @@ final class LoopRateLimits: HTTPFilter {
 
     func filterRequest(_ exchange: Exchange) -> FilterOutcome {
         let now = NIODeadline.now().uptimeNanoseconds
-        var status: [String] = []
-        status.reserveCapacity(shared.limiters.count)
+        var status = ""
         for (index, limiter) in shared.limiters.enumerated() {
             let key = shared.key(limiter.policy, exchange)
             var decision: RateLimiter.Decision?
@@ -218,18 +220,22 @@ final class LoopRateLimits: HTTPFilter {
                 caches[index][key] = nil
             }
             guard let decision else { continue }
-            status.append("\"\(limiter.policy.name)\";r=\(decision.remaining);t=\(decision.seconds)")
+            if !status.isEmpty { status += ", " }
+            status += limiter.statusPrefix
+            status += String(decision.remaining)
+            status += ";t="
+            status += String(decision.seconds)
             if !decision.admitted {
                 var headers = HTTPFields()
                 headers[.retryAfter] = String(decision.seconds)
                 headers[RateLimitFilter.policyName] = shared.policyHeader
-                headers[RateLimitFilter.statusName] = status.joined(separator: ", ")
+                headers[RateLimitFilter.statusName] = status
                 return .fail(GatewayError(status: .tooManyRequests, code: "rate_limited",
                                           message: "rate limit \"\(limiter.policy.name)\" exceeded; retry in \(decision.seconds) s",
                                           headers: headers))
             }
         }
-        exchange.attributes.rateLimit = status.joined(separator: ", ")
+        exchange.attributes.rateLimit = status
         return .continue
     }
 

@@ -26,9 +26,13 @@ public struct Router: Sendable {
         let path = fullPath.firstIndex(of: "?").map { fullPath[..<$0] } ?? fullPath[...]
         let host = Self.normalizedHost(request.authority)
         var allow: [String] = []
+        // A CORS preflight goes to a route with `cors` whatever its methods: the route answers it.
+        let preflight = request.method == .options && request.headerFields[CORSFilter.requestMethod] != nil
         for route in routes where route.matches(host: host, path: path, fields: request.headerFields) {
             // A transcoding route also takes its REST paths; their rules decide the methods.
-            guard let methods = route.methods, !route.matchedByTranscoder(path) else { return .route(route) }
+            guard let methods = route.methods, !route.matchedByTranscoder(path), !(preflight && route.config.cors != nil) else {
+                return .route(route)
+            }
             if methods.contains(request.method.rawValue) { return .route(route) }
             for method in methods where !allow.contains(method) { allow.append(method) }
         }
