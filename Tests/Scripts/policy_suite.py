@@ -431,6 +431,72 @@ class JWKSHandler(BaseHTTPRequestHandler):
         pass
 
 
+class IntrospectionHandler(BaseHTTPRequestHandler):
+    """RFC 7662 endpoint: tokens "good-*" are active (scope orders:read), others not; the
+    gateway's client credentials are checked; each answer waits 150 ms, so concurrent
+    identical introspections can be seen to coalesce."""
+    protocol_version = "HTTP/1.1"
+    calls = []
+    down = False
+
+    def do_POST(self):
+        length = int(self.headers.get("content-length") or 0)
+        form = dict(pair.split("=", 1) for pair in self.rfile.read(length).decode().split("&") if "=" in pair)
+        token = form.get("token", "")
+        IntrospectionHandler.calls.append(token)
+        time.sleep(0.15)
+        if IntrospectionHandler.down:
+            status, body = 500, b'{"error":"boom"}'
+        elif self.headers.get("authorization") != "Basic " + base64.b64encode(b"gateway:s3cret").decode():
+            status, body = 401, b'{"error":"invalid_client"}'
+        elif token.startswith("good-"):
+            status, body = 200, json.dumps({"active": True, "sub": "intro-" + token[5:], "scope": "orders:read",
+                                            "exp": int(time.time()) + 600, "client_id": "app"}).encode()
+        else:
+            status, body = 200, b'{"active": false}'
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def introspection_checks(port):
+    bearer = lambda token: {"authorization": "Bearer " + token}
+    IntrospectionHandler.calls.clear()
+    status, _, body = request(port, "GET", "/intro/x", bearer("good-alpha"))
+    check("introspection: an active token: 200, sub as x-consumer", status == 200 and json.loads(body)["headers"].get("x-consumer") == "intro-alpha",
+          f"{status} {body[:160]!r}")
+    # One connection, so one event loop (each loop keeps its own cache).
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for _ in range(4):
+        conn.request("GET", "/intro/x", headers=bearer("good-delta"))
+        conn.getresponse().read()
+    conn.close()
+    check("introspection: the answer is cached (one call for four requests on a loop)", IntrospectionHandler.calls.count("good-delta") == 1,
+          f"{IntrospectionHandler.calls}")
+    with futures.ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(lambda _: request(port, "GET", "/intro/x", {"authorization": "Bearer good-burst", "connection": "close"})[0],
+                              range(10)))
+    # Two loops: at most one introspection per loop for the same token at once.
+    check("introspection: 10 concurrent requests with one new token: coalesced (one call per loop)",
+          codes == [200] * 10 and 1 <= IntrospectionHandler.calls.count("good-burst") <= 2, f"{codes} {IntrospectionHandler.calls.count('good-burst')} calls")
+    status, headers, _ = request(port, "GET", "/intro/x", bearer("revoked-1"))
+    check("introspection: active false: 401 with error=\"invalid_token\"",
+          status == 401 and 'error="invalid_token"' in headers.get("www-authenticate", ""), f"{status} {headers}")
+    check("introspection: scopes from the answer feed authorize (orders:read present): 200",
+          request(port, "GET", "/intro-scoped/x", bearer("good-beta"))[0] == 200)
+    IntrospectionHandler.down = True
+    status, _, body = request(port, "GET", "/intro/x", bearer("good-gamma"))
+    check("introspection: the endpoint failing: 503 auth_unavailable (not 401)", status == 503 and b"auth_unavailable" in body,
+          f"{status} {body[:120]!r}")
+    IntrospectionHandler.down = False
+    check("introspection: recovers once the endpoint does", request(port, "GET", "/intro/x", bearer("good-gamma"))[0] == 200)
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="causeway-policy-")
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
@@ -444,6 +510,8 @@ def main():
     with open(hs_path, "w") as f:
         json.dump({"keys": [secret.as_dict(private=True)]}, f)
     JWKSHandler.keys = [jwt_keys["rsa"].as_dict(private=False)]
+    intro_server = ThreadingHTTPServer(("127.0.0.1", 0), IntrospectionHandler)
+    threading.Thread(target=intro_server.serve_forever, daemon=True).start()
     jwks_server = ThreadingHTTPServer(("127.0.0.1", 0), JWKSHandler)
     threading.Thread(target=jwks_server.serve_forever, daemon=True).start()
     keys = os.path.join(tmp, "keys.yaml")
@@ -477,6 +545,8 @@ auth:
     remote:
       algorithms: [RS256]
       jwks: {{url: "http://127.0.0.1:{jwks_server.server_address[1]}/jwks.json", refresh: 2s}}
+  introspection:
+    idp: {{url: "http://127.0.0.1:{intro_server.server_address[1]}/introspect", client_id: gateway, client_secret: s3cret, cache_ttl: 60s}}
   api_keys:
     partners: {{from: ["header:x-api-key", "query:api_key"], keys_file: "{keys}"}}
 rate_limits:
@@ -498,6 +568,8 @@ routes:
   - {{name: jwt-url, match: {{path_prefix: /jwt-url/}}, upstream: echo, auth: {{providers: [remote]}}}}
   - {{name: orders-read, match: {{path_prefix: /orders-read/}}, upstream: echo, auth: {{providers: [main]}},
       authorize: {{scopes: ["orders:read"], claims: {{tenant: acme}}}}}}
+  - {{name: intro, match: {{path_prefix: /intro/}}, upstream: echo, auth: {{providers: [idp]}}}}
+  - {{name: intro-scoped, match: {{path_prefix: /intro-scoped/}}, upstream: echo, auth: {{providers: [idp]}}, authorize: {{scopes: ["orders:read"]}}}}
   - {{name: optional, match: {{path_prefix: /optional/}}, upstream: echo, auth: {{providers: [partners], optional: true}}}}
   - {{name: fixed, match: {{path_prefix: /fixed/}}, upstream: echo, rate_limit: [fixed5]}}
   - {{name: sliding, match: {{path_prefix: /sliding/}}, upstream: echo, rate_limit: [slide5]}}
@@ -512,6 +584,7 @@ routes:
             api_keys(port)
             limits(port)
             jwt_checks(port, jwt_keys, secret, JWKSHandler)
+            introspection_checks(port)
             check("gateway still running", gateway.poll() is None)
         # Per-address connection limits, on a gateway of their own.
         config_limited = config.replace(f'"127.0.0.1:{port}"', f'"127.0.0.1:{limited}"').replace(
@@ -524,6 +597,7 @@ routes:
     finally:
         upstream.shutdown()
         jwks_server.shutdown()
+        intro_server.shutdown()
     results.finish("policy")
 
 

@@ -12,8 +12,20 @@ extension GatewayConfigReader {
     func readAuth(_ node: Node, _ path: String) -> AuthConfig {
         var auth = AuthConfig()
         guard let fields = reader.mapping(node, path, allowed: ["jwt", "api_keys", "introspection"]) else { return auth }
-        if let (n, p) = fields["introspection"] {
-            reader.fail(n, p, "OAuth2 introspection providers are not available yet; remove auth.introspection")
+        if let (n, p) = fields["introspection"], let entries = reader.entries(n, p) {
+            for (name, _, value) in entries {
+                let entryPath = reader.join(p, name)
+                guard let provider = reader.mapping(value, entryPath, allowed: ["url", "client_id", "client_secret", "cache_ttl", "from"]),
+                    let url = required(provider, "url", value, { reader.string($0, $1) }), let (urlNode, urlPath) = provider["url"]
+                else { continue }
+                if !(url.hasPrefix("http://") || url.hasPrefix("https://")) { reader.fail(urlNode, urlPath, "expected an http:// or https:// URL") }
+                var config = IntrospectionProviderConfig(name: name, url: url, urlLocation: reader.location(urlNode, urlPath))
+                if let (n, p) = provider["client_id"], let v = reader.string(n, p) { config.clientID = v }
+                if let (n, p) = provider["client_secret"], let v = reader.string(n, p) { config.clientSecret = v }
+                if let (n, p) = provider["cache_ttl"], let v = reader.duration(n, p) { config.cacheTTL = v }
+                if let (n, p) = provider["from"], let sources = readSources(n, p) { config.from = sources }
+                auth.introspection.append(config)
+            }
         }
         if let (n, p) = fields["jwt"], let entries = reader.entries(n, p) {
             for (name, _, value) in entries {

@@ -133,10 +133,28 @@ public struct RateLimitPolicy: Sendable, Equatable {
 public struct AuthConfig: Sendable {
     public var jwt: [JWTProviderConfig] = []
     public var apiKeys: [APIKeyProvider] = []
+    public var introspection: [IntrospectionProviderConfig] = []
 
     public init() {}
 
-    public var providerNames: [String] { jwt.map(\.name) + apiKeys.map(\.name) }
+    public var providerNames: [String] { jwt.map(\.name) + apiKeys.map(\.name) + introspection.map(\.name) }
+}
+
+/// `auth.introspection.NAME`: OAuth2 token introspection (RFC 7662).
+public struct IntrospectionProviderConfig: Sendable {
+    public var name: String
+    public var url: String
+    public var urlLocation: ConfigLocation
+    public var clientID = ""
+    public var clientSecret = ""
+    public var cacheTTL: Duration = .seconds(60)
+    public var from: [CredentialSource] = [.header("authorization")]
+
+    public init(name: String, url: String, urlLocation: ConfigLocation) {
+        self.name = name
+        self.url = url
+        self.urlLocation = urlLocation
+    }
 }
 
 /// `auth.jwt.NAME`.

@@ -124,6 +124,13 @@ struct PolicyRuntime: Sendable {
                 errors.append(error)
             }
         }
+        for provider in config.auth.introspection {
+            do {
+                providers[provider.name] = try IntrospectionAuth(config: provider)
+            } catch {
+                errors.append(provider.urlLocation.error("\(provider.url): \(error)"))
+            }
+        }
         if !errors.isEmpty { throw ConfigErrors(errors) }
         for policy in config.rateLimits {
             if let kept = previous?.rateLimiters[policy.name], kept.policy == policy {

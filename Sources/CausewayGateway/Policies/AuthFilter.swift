@@ -15,18 +15,25 @@ protocol AuthProvider: Sendable {
     /// `cache`: this loop's verified credentials for this provider.
     func authenticate(_ exchange: Exchange, cache: TokenCache?) -> AuthResult
     func forwarded(_ claims: [String: ClaimValue]?) -> [(HTTPField.Name, String)]
+    /// What the provider keeps per loop (an introspection client), in its `TokenCache`.
+    func loopState(on eventLoop: any EventLoop) -> AnyObject?
 }
 
 extension AuthProvider {
     var forwardedHeaders: [HTTPField.Name] { [] }
     func forwarded(_ claims: [String: ClaimValue]?) -> [(HTTPField.Name, String)] { [] }
+    func loopState(on eventLoop: any EventLoop) -> AnyObject? { nil }
 }
 
-enum AuthResult {
+enum AuthResult: Sendable {
     /// No credential of this provider's kind in the request.
     case absent
     case invalid(String)
     case authenticated(consumer: String, claims: [String: ClaimValue]?)
+    /// The provider could not decide (its identity provider is down): 503, not 401.
+    case unavailable(String)
+    /// Decided later, on the exchange's loop (an introspection round trip).
+    case pending(EventLoopFuture<AuthResult>)
 }
 
 /// `auth.api_keys.NAME`: the key from its sources, hashed (SHA-256) and looked up among the
@@ -175,7 +182,7 @@ final class AuthFilter: FilterFactory {
     }
 
     func makeFilter(on eventLoop: any EventLoop) -> any HTTPFilter {
-        LoopAuthFilter(shared: self)
+        LoopAuthFilter(shared: self, eventLoop: eventLoop)
     }
 }
 
@@ -183,26 +190,31 @@ final class LoopAuthFilter: HTTPFilter {
     private let shared: AuthFilter
     private let caches: [TokenCache]
 
-    init(shared: AuthFilter) {
+    init(shared: AuthFilter, eventLoop: any EventLoop) {
         self.shared = shared
-        caches = shared.providers.map { _ in TokenCache() }
+        caches = shared.providers.map { TokenCache(state: $0.loopState(on: eventLoop)) }
     }
 
     func filterRequest(_ exchange: Exchange) -> FilterOutcome {
         for name in shared.reserved { exchange.request.headerFields[name] = nil }
-        var problems: [String] = []
-        for (index, provider) in shared.providers.enumerated() {
-            switch provider.authenticate(exchange, cache: caches[index]) {
-            case .absent: continue
-            case .invalid(let why): problems.append(why)
-            case .authenticated(let consumer, let claims):
-                exchange.attributes.consumer = consumer
-                exchange.attributes.claims = claims
-                exchange.request.headerFields[AuthFilter.consumerHeader] = consumer
-                for (name, value) in provider.forwarded(claims) { exchange.request.headerFields[name] = value }
-                if let refusal = refused(claims) { return .fail(refusal) }
-                return .continue
+        return evaluate(exchange, from: 0, problems: [])
+    }
+
+    /// Providers in order from `start`; one that must wait suspends the chain and resumes here.
+    private func evaluate(_ exchange: Exchange, from start: Int, problems: [String]) -> FilterOutcome {
+        var problems = problems
+        for index in start..<shared.providers.count {
+            let result = shared.providers[index].authenticate(exchange, cache: caches[index])
+            if case .pending(let later) = result {
+                // Completed on this loop (the provider's client lives here), so the rest runs here too.
+                let sofar = problems
+                return .suspend(later.assumeIsolated().map { [self] result in
+                    var problems = sofar
+                    if let outcome = settle(exchange, index, result, &problems) { return outcome }
+                    return evaluate(exchange, from: index + 1, problems: problems)
+                }.nonisolated())
             }
+            if let outcome = settle(exchange, index, result, &problems) { return outcome }
         }
         if problems.isEmpty && shared.optional && shared.authorize == nil { return .continue }
         let why = problems.first ?? "no credential was sent"
@@ -213,6 +225,25 @@ final class LoopAuthFilter: HTTPFilter {
             headers.append(HTTPField(name: AuthFilter.wwwAuthenticate, value: challenge))
         }
         return .fail(GatewayError(status: .unauthorized, code: "unauthenticated", message: why, headers: headers))
+    }
+
+    /// The outcome a provider's answer decides, or nil to ask the next provider.
+    private func settle(_ exchange: Exchange, _ index: Int, _ result: AuthResult, _ problems: inout [String]) -> FilterOutcome? {
+        switch result {
+        case .absent, .pending: return nil
+        case .invalid(let why):
+            problems.append(why)
+            return nil
+        case .unavailable(let why):
+            return .fail(GatewayError(status: .serviceUnavailable, code: "auth_unavailable", message: why))
+        case .authenticated(let consumer, let claims):
+            exchange.attributes.consumer = consumer
+            exchange.attributes.claims = claims
+            exchange.request.headerFields[AuthFilter.consumerHeader] = consumer
+            for (name, value) in shared.providers[index].forwarded(claims) { exchange.request.headerFields[name] = value }
+            if let refusal = refused(claims) { return .fail(refusal) }
+            return .continue
+        }
     }
 
     /// 403 when the caller lacks a required scope or claim value.

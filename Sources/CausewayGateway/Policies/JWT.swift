@@ -163,6 +163,12 @@ struct JWTAuth: AuthProvider {
 final class TokenCache {
     /// This loop's OpenSSL verification contexts for the provider's keys.
     let verifiers = VerifierContexts()
+    /// The provider's own per-loop state (an introspection client), if it keeps any.
+    let state: AnyObject?
+
+    init(state: AnyObject? = nil) {
+        self.state = state
+    }
     private var entries: [String: (consumer: String, claims: [String: ClaimValue], until: Double)] = [:]
     static let capacity = 10_000
 
