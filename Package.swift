@@ -80,6 +80,12 @@ let package = Package(
             ],
             swiftSettings: releaseSettings
         ),
+        // A small RESP client on SwiftNIO (rate limits shared by replicas).
+        .target(
+            name: "CausewayRedis",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: releaseSettings
+        ),
         // Descriptor-driven protobuf ↔ JSON and google.api.http rules (gRPC transcoding).
         .target(
             name: "CausewayTranscoding",
@@ -89,7 +95,7 @@ let package = Package(
         .target(
             name: "CausewayGateway",
             dependencies: nio + [
-                "CausewayConfig", "CausewayHTTP", "CausewayUpstream", "CausewayCompression", "CausewayGraphQL", "CausewayTranscoding", "COpenSSL",
+                "CausewayConfig", "CausewayHTTP", "CausewayUpstream", "CausewayCompression", "CausewayGraphQL", "CausewayTranscoding", "CausewayRedis", "COpenSSL",
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
@@ -112,7 +118,7 @@ let package = Package(
             name: "CausewayTests",
             dependencies: nio + [
                 "CausewayConfig", "CausewayHTTP", "CausewayUpstream", "CausewayGateway", "CausewayDemo",
-                "CausewayCompression", "CausewayGraphQL", "CausewayTranscoding",
+                "CausewayCompression", "CausewayGraphQL", "CausewayTranscoding", "CausewayRedis",
                 .product(name: "GraphQL", package: "GraphQL"),
                 .product(name: "OrderedCollections", package: "swift-collections"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -3,7 +3,7 @@
 # Usage: scripts/setup.sh [extra packages...]   (bench/ passes nginx, haproxy, wrk)
 set -euo pipefail
 
-packages=(libnghttp2-dev libssl-dev zlib1g-dev libbrotli-dev pkg-config curl openssl nghttp2-client nginx wrk python3-pip protobuf-compiler libprotobuf-dev "$@")
+packages=(libnghttp2-dev libssl-dev zlib1g-dev libbrotli-dev pkg-config curl openssl nghttp2-client nginx wrk redis-server python3-pip protobuf-compiler libprotobuf-dev "$@")
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

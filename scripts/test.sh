@@ -37,5 +37,8 @@ python3 Tests/Scripts/transcode_suite.py .build/debug/causeway
 # Edge policies (docs/security.md): CORS as browsers check it, IP rules with trusted proxies,
 # API keys, rate limits exact at their boundaries and across two event loops, per-IP connections.
 python3 Tests/Scripts/policy_suite.py .build/debug/causeway
+# Rate limits shared through a real redis-server by two gateways: exact together, Redis killed
+# and restarted (on_redis_error allow and deny), scripts reloaded after SCRIPT FLUSH.
+python3 Tests/Scripts/redis_suite.py .build/debug/causeway
 # libFuzzer smoke run (60 s per harness; longer runs: Tests/Fuzz/run.sh 1800).
 CAUSEWAY_FUZZ_SMOKE=1 Tests/Fuzz/run.sh "${CAUSEWAY_FUZZ_SECONDS:-60}"

@@ -287,7 +287,7 @@ def config_errors(tmp):
          "allow_credentials cannot be used with allow_origins"),
         ("routes:\n  - {name: r, match: {path_prefix: /}, upstream: u, auth: {providers: [nobody]}}", "unknown auth provider \"nobody\""),
         ("rate_limits: {x: {requests: 1, window: 1s, scope: redis}}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: u}",
-         "scope: redis is not available yet"),
+         "scope: redis needs the top-level redis block"),
         ("routes:\n  - {name: r, match: {path_prefix: /}, upstream: u, access: {allow: [10.0.0.0/33]}}", "expected an IPv4 or IPv6"),
         ("routes:\n  - {name: r, match: {path_prefix: /}, upstream: u, rate_limit: [nope]}", "unknown rate limit \"nope\""),
     ]

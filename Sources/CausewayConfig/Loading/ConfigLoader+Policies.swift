@@ -106,7 +106,20 @@ extension GatewayConfigReader {
         return sources
     }
 
-    func readRateLimits(_ node: Node, _ path: String) -> [RateLimitPolicy] {
+    func readRedis(_ node: Node, _ path: String) -> RedisConfig? {
+        guard let fields = reader.mapping(node, path, allowed: ["address", "password", "pool_size", "timeout"]),
+            let address = required(fields, "address", node, { reader.address($0, $1) })
+        else { return nil }
+        var redis = RedisConfig(address: address)
+        if let (n, p) = fields["password"] { redis.password = reader.optionalString(n, p) }
+        if let (n, p) = fields["pool_size"], let value = reader.int(n, p, range: 1...64) { redis.poolSize = value }
+        if let (n, p) = fields["timeout"], let value = reader.duration(n, p) {
+            if value < .milliseconds(1) || value > .seconds(60) { reader.fail(n, p, "must be between 1ms and 60s") } else { redis.timeout = value }
+        }
+        return redis
+    }
+
+    func readRateLimits(_ node: Node, _ path: String, hasRedis: Bool) -> [RateLimitPolicy] {
         guard let entries = reader.entries(node, path) else { return [] }
         var policies: [RateLimitPolicy] = []
         for (name, _, value) in entries {
@@ -144,8 +157,8 @@ extension GatewayConfigReader {
                 }
             }
             if let (n, p) = fields["scope"], let scope = reader.oneOf(n, p, ["local", "redis"]) {
-                if scope == "redis" {
-                    reader.fail(n, p, "scope: redis is not available yet (the Redis client is not built); use scope: local")
+                if scope == "redis" && !hasRedis {
+                    reader.fail(n, p, "scope: redis needs the top-level redis block (its address)")
                 }
                 policy.scope = scope
             }

@@ -78,10 +78,8 @@ struct GatewayConfigReader {
             return nil
         }
         let auth = top["auth"].map { readAuth($0.node, $0.path) } ?? AuthConfig()
-        let rateLimits = top["rate_limits"].map { readRateLimits($0.node, $0.path) } ?? []
-        if let (node, path) = top["redis"] {
-            reader.fail(node, path, "the Redis client is not available yet; remove redis (rate limits run with scope: local)")
-        }
+        let redis = top["redis"].flatMap { readRedis($0.node, $0.path) }
+        let rateLimits = top["rate_limits"].map { readRateLimits($0.node, $0.path, hasRedis: top["redis"] != nil) } ?? []
         let policyNames = PolicyNames(providers: auth.providerNames, rateLimits: rateLimits.map(\.name))
         let server = top["server"].flatMap { readServer($0.node, $0.path) } ?? ServerConfig()
         var listeners: [ListenerConfig] = []
@@ -101,6 +99,7 @@ struct GatewayConfigReader {
         var config = GatewayConfig(server: server, listeners: listeners, upstreams: upstreams, routes: routes)
         config.auth = auth
         config.rateLimits = rateLimits
+        config.redis = redis
         return config
     }
 

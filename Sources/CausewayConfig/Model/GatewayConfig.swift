@@ -12,6 +12,8 @@ public struct GatewayConfig: Sendable {
     public var auth = AuthConfig()
     /// `rate_limits`, in file order.
     public var rateLimits: [RateLimitPolicy] = []
+    /// `redis`: where `scope: redis` limits count.
+    public var redis: RedisConfig?
 
     public init(server: ServerConfig, listeners: [ListenerConfig], upstreams: [UpstreamConfig],
                 routes: [RouteConfig]) {

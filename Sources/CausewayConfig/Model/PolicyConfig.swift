@@ -118,7 +118,7 @@ public struct RateLimitPolicy: Sendable, Equatable {
     /// token_bucket: the bucket's size (requests admitted at once); defaults to `requests`.
     public var burst: Int?
     public var key: Key = .ip
-    /// Only `local` is built: `redis` is refused at load until the Redis client exists.
+    /// `local`: this process's loops; `redis`: every replica on the `redis` server.
     public var scope = "local"
     public var onRedisError = "allow"
 
@@ -280,5 +280,19 @@ extension APIKeyProvider {
         case 0x61...0x66: byte - 0x61 + 10
         default: nil
         }
+    }
+}
+
+/// `redis`: the server rate limits with `scope: redis` count on.
+public struct RedisConfig: Sendable, Equatable {
+    public var address: HostPort
+    public var password: String?
+    /// Connections per event loop.
+    public var poolSize = 4
+    /// A reply slower than this counts as Redis being down (`on_redis_error` applies).
+    public var timeout: Duration = .milliseconds(50)
+
+    public init(address: HostPort) {
+        self.address = address
     }
 }

@@ -1,5 +1,6 @@
 import CausewayConfig
 import CausewayHTTP
+import NIOCore
 import NIOPosix
 
 /// One route compiled for running: how it matches, the filters it adds (as factories, so each
@@ -41,7 +42,9 @@ struct RoutePlan: Sendable {
                                       authorize: config.authorize))
         }
         if !config.rateLimits.isEmpty {
-            filters.append(RateLimitFilter(limiters: config.rateLimits.compactMap { policies.rateLimiters[$0] }, client: policies.client))
+            filters.append(RateLimitFilter(limiters: config.rateLimits.compactMap { policies.rateLimiters[$0] },
+                                           redisLimiters: config.rateLimits.compactMap { policies.redisLimiters[$0] },
+                                           redis: policies.redis, redisAddress: policies.redisAddress, client: policies.client))
         }
         // Before the header rewrite in the list, so after it on the way out: compression sees
         // the response head as the route left it (a Cache-Control: no-transform set there counts).
@@ -70,6 +73,9 @@ struct RoutePlan: Sendable {
 struct PolicyRuntime: Sendable {
     var providers: [String: any AuthProvider] = [:]
     var rateLimiters: [String: RateLimiter] = [:]
+    var redisLimiters: [String: RedisRateLimiter] = [:]
+    var redis: RedisClients?
+    var redisAddress: SocketAddress?
     var client = ClientAddress(trusted: [])
 
     init() {}
@@ -132,7 +138,24 @@ struct PolicyRuntime: Sendable {
             }
         }
         if !errors.isEmpty { throw ConfigErrors(errors) }
-        for policy in config.rateLimits {
+        if let redis = config.redis {
+            do {
+                redisAddress = try SocketAddress.makeAddressResolvingHost(redis.address.host, port: redis.address.port)
+            } catch {
+                throw ConfigErrors([ConfigError(file: "", line: 1, column: 1, path: "redis.address", message: "cannot resolve \(redis.address): \(error)")])
+            }
+            // Connections are per loop and kept over a reload that leaves `redis` as it was.
+            if let kept = previous?.redis, kept.config == redis {
+                self.redis = kept
+            } else {
+                previous?.redis?.closeAll()
+                self.redis = RedisClients(config: redis)
+            }
+        }
+        for policy in config.rateLimits where policy.scope == "redis" {
+            redisLimiters[policy.name] = RedisRateLimiter(policy: policy)
+        }
+        for policy in config.rateLimits where policy.scope == "local" {
             if let kept = previous?.rateLimiters[policy.name], kept.policy == policy {
                 rateLimiters[policy.name] = kept
             } else {

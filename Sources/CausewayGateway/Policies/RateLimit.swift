@@ -1,5 +1,6 @@
 import CausewayConfig
 import CausewayHTTP
+import CausewayRedis
 import HTTPTypes
 import NIOCore
 import Synchronization
@@ -157,17 +158,35 @@ final class RateCounter: Sendable {
 /// response gets (with `RateLimit-Policy`) whether it was admitted or not.
 final class RateLimitFilter: HTTPFilter, FilterFactory {
     let limiters: [RateLimiter]
+    /// `scope: redis` policies, decided after the local ones, in one pipelined round trip.
+    let redisLimiters: [RedisRateLimiter]
+    let redis: RedisClients?
+    let redisAddress: SocketAddress?
     let client: ClientAddress
     let policyHeader: String
 
-    init(limiters: [RateLimiter], client: ClientAddress) {
+    init(limiters: [RateLimiter], redisLimiters: [RedisRateLimiter] = [], redis: RedisClients? = nil, redisAddress: SocketAddress? = nil,
+         client: ClientAddress) {
         self.limiters = limiters
+        self.redisLimiters = redisLimiters
+        self.redis = redis
+        self.redisAddress = redisAddress
         self.client = client
-        policyHeader = limiters.map(\.policyItem).joined(separator: ", ")
+        policyHeader = (limiters.map(\.policyItem) + redisLimiters.map(\.policyItem)).joined(separator: ", ")
     }
 
     func makeFilter(on eventLoop: any EventLoop) -> any HTTPFilter {
-        LoopRateLimits(shared: self)
+        let redisClient = redisLimiters.isEmpty ? nil : redisAddress.flatMap { address in redis?.client(on: eventLoop, address: address) }
+        return LoopRateLimits(shared: self, redis: redisClient)
+    }
+
+    func refusal(_ name: String, _ decision: RateLimiter.Decision, status: String) -> GatewayError {
+        var headers = HTTPFields()
+        headers[.retryAfter] = String(max(1, decision.seconds))
+        headers[Self.policyName] = policyHeader
+        headers[Self.statusName] = status
+        return GatewayError(status: .tooManyRequests, code: "rate_limited",
+                            message: "rate limit \"\(name)\" exceeded; retry in \(max(1, decision.seconds)) s", headers: headers)
     }
 
     static let policyName = HTTPField.Name("ratelimit-policy")!
@@ -200,9 +219,11 @@ final class LoopRateLimits: HTTPFilter {
     private let shared: RateLimitFilter
     /// Per policy: key → counter, this loop's view of the shared tables.
     private var caches: [[String: RateCounter]]
+    private let redis: RedisClient?
 
-    init(shared: RateLimitFilter) {
+    init(shared: RateLimitFilter, redis: RedisClient?) {
         self.shared = shared
+        self.redis = redis
         caches = Array(repeating: [:], count: shared.limiters.count)
     }
 
@@ -225,18 +246,47 @@ final class LoopRateLimits: HTTPFilter {
             status += String(decision.remaining)
             status += ";t="
             status += String(decision.seconds)
-            if !decision.admitted {
-                var headers = HTTPFields()
-                headers[.retryAfter] = String(decision.seconds)
-                headers[RateLimitFilter.policyName] = shared.policyHeader
-                headers[RateLimitFilter.statusName] = status
-                return .fail(GatewayError(status: .tooManyRequests, code: "rate_limited",
-                                          message: "rate limit \"\(limiter.policy.name)\" exceeded; retry in \(decision.seconds) s",
-                                          headers: headers))
-            }
+            if !decision.admitted { return .fail(shared.refusal(limiter.policy.name, decision, status: status)) }
         }
-        exchange.attributes.rateLimit = status
-        return .continue
+        guard !shared.redisLimiters.isEmpty else {
+            exchange.attributes.rateLimit = status
+            return .continue
+        }
+        return redisDecisions(exchange, status: status)
+    }
+
+    /// Every `scope: redis` policy at once (pipelined on this loop's connections); the chain
+    /// waits for the answers, or for `redis.timeout`.
+    private func redisDecisions(_ exchange: Exchange, status local: String) -> FilterOutcome {
+        guard let redis else { return .fail(.filterFailed("the Redis client is not set up on this loop")) }
+        let limiters = shared.redisLimiters
+        let decisions = limiters.map { $0.decide(key: shared.key($0.policy, exchange), client: redis) }
+        let all = EventLoopFuture.whenAllComplete(decisions, on: redis.eventLoop)
+        return .suspend(all.assumeIsolated().map { [self] results in
+            var status = local
+            var healthy = true
+            for (limiter, result) in zip(limiters, results) {
+                switch result {
+                case .success(let decision):
+                    if !status.isEmpty { status += ", " }
+                    status += limiter.statusPrefix + String(decision.remaining) + ";t=" + String(decision.seconds)
+                    if !decision.admitted { return .fail(shared.refusal(limiter.policy.name, decision, status: status)) }
+                case .failure(let error):
+                    healthy = false
+                    shared.redis?.failed(error)
+                    if limiter.policy.onRedisError == "deny" {
+                        var headers = HTTPFields()
+                        headers[.retryAfter] = "1"
+                        return .fail(GatewayError(status: .tooManyRequests, code: "rate_limited",
+                                                  message: "rate limit \"\(limiter.policy.name)\" cannot be checked (Redis is unavailable) and on_redis_error is deny",
+                                                  headers: headers))
+                    }
+                }
+            }
+            if healthy { shared.redis?.succeeded() }
+            exchange.attributes.rateLimit = status
+            return .continue
+        }.nonisolated())
     }
 
     private func fetch(_ index: Int, _ key: String, now: UInt64) -> RateCounter {
