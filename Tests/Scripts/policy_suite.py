@@ -431,6 +431,20 @@ class JWKSHandler(BaseHTTPRequestHandler):
         pass
 
 
+def key_checks(port, keys):
+    statuses = [request(port, "GET", "/rk1/x")[0] for _ in range(3)] + [request(port, "GET", "/rk2/x")[0] for _ in range(3)]
+    check("keyed by route: one policy on two routes counts each route apart", statuses == [200, 200, 429] * 2, f"{statuses}")
+    # 127.0.0.1 is a trusted proxy here, so X-Forwarded-For names the client the limit counts.
+    statuses = [request(port, "GET", "/ipk/x", {"x-forwarded-for": "198.51.100.1"})[0] for _ in range(4)]
+    statuses += [request(port, "GET", "/ipk/x", {"x-forwarded-for": "198.51.100.2"})[0]]
+    check("keyed by ip (after trusted proxies): each client address counted apart", statuses == [200, 200, 200, 429, 200], f"{statuses}")
+    acme = mint(keys["p256"], "ES256", "ec-256", tenant="acme")
+    other = mint(keys["p256"], "ES256", "ec-256", tenant="other", sub="user-9")
+    bearer = lambda token: {"authorization": "Bearer " + token}
+    statuses = [request(port, "GET", "/tenantk/x", bearer(acme))[0] for _ in range(3)] + [request(port, "GET", "/tenantk/x", bearer(other))[0]]
+    check("keyed by claim:tenant: each tenant counted apart", statuses == [200, 200, 429, 200], f"{statuses}")
+
+
 class IntrospectionHandler(BaseHTTPRequestHandler):
     """RFC 7662 endpoint: tokens "good-*" are active (scope orders:read), others not; the
     gateway's client credentials are checked; each answer waits 150 ms, so concurrent
@@ -555,6 +569,9 @@ rate_limits:
   bucket: {{algorithm: token_bucket, requests: 2, window: 1s, burst: 5, key: "header:x-tenant"}}
   per-consumer: {{algorithm: fixed_window, requests: 3, window: 300s, key: consumer}}
   exact: {{algorithm: fixed_window, requests: 100, window: 30s, key: "header:x-run"}}
+  per-route: {{algorithm: fixed_window, requests: 2, window: 300s, key: route}}
+  per-ip: {{algorithm: fixed_window, requests: 3, window: 300s, key: ip}}
+  per-tenant: {{algorithm: fixed_window, requests: 2, window: 300s, key: "claim:tenant"}}
 routes:
   - {{name: cors, match: {{path_prefix: /cors/, methods: [GET, PUT]}}, upstream: echo, cors: {cors_block}}}
   - {{name: star, match: {{path_prefix: /star/}}, upstream: echo, cors: {{allow_origins: ["*"]}}}}
@@ -570,6 +587,10 @@ routes:
       authorize: {{scopes: ["orders:read"], claims: {{tenant: acme}}}}}}
   - {{name: intro, match: {{path_prefix: /intro/}}, upstream: echo, auth: {{providers: [idp]}}}}
   - {{name: intro-scoped, match: {{path_prefix: /intro-scoped/}}, upstream: echo, auth: {{providers: [idp]}}, authorize: {{scopes: ["orders:read"]}}}}
+  - {{name: rk1, match: {{path_prefix: /rk1/}}, upstream: echo, rate_limit: [per-route]}}
+  - {{name: rk2, match: {{path_prefix: /rk2/}}, upstream: echo, rate_limit: [per-route]}}
+  - {{name: ipk, match: {{path_prefix: /ipk/}}, upstream: echo, rate_limit: [per-ip]}}
+  - {{name: tenantk, match: {{path_prefix: /tenantk/}}, upstream: echo, auth: {{providers: [main]}}, rate_limit: [per-tenant]}}
   - {{name: optional, match: {{path_prefix: /optional/}}, upstream: echo, auth: {{providers: [partners], optional: true}}}}
   - {{name: fixed, match: {{path_prefix: /fixed/}}, upstream: echo, rate_limit: [fixed5]}}
   - {{name: sliding, match: {{path_prefix: /sliding/}}, upstream: echo, rate_limit: [slide5]}}
@@ -585,6 +606,7 @@ routes:
             limits(port)
             jwt_checks(port, jwt_keys, secret, JWKSHandler)
             introspection_checks(port)
+            key_checks(port, jwt_keys)
             check("gateway still running", gateway.poll() is None)
         # Per-address connection limits, on a gateway of their own.
         config_limited = config.replace(f'"127.0.0.1:{port}"', f'"127.0.0.1:{limited}"').replace(

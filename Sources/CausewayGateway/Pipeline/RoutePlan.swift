@@ -112,7 +112,7 @@ struct PolicyRuntime: Sendable {
                     let fetcher = try JWKSFetcher(name: provider.name, url: url, refresh: provider.refresh,
                                                   eventLoop: MultiThreadedEventLoopGroup.singleton.next())
                     let source = JWTKeySetSource(JWTKeySet(keys: [], problems: []), onUnknownKid: { _ in fetcher.unknownKid() })
-                    fetcher.start(source)
+                    source.setStart { [weak source] in if let source { fetcher.start(source) } }
                     keySets[provider.name] = (source, fetcher, origin)
                 } catch {
                     errors.append(provider.jwksLocation.error("\(url): \(error)"))

@@ -182,7 +182,8 @@ final class AuthFilter: FilterFactory {
     }
 
     func makeFilter(on eventLoop: any EventLoop) -> any HTTPFilter {
-        LoopAuthFilter(shared: self, eventLoop: eventLoop)
+        for case let jwt as JWTAuth in providers { jwt.keys.startFetching() }
+        return LoopAuthFilter(shared: self, eventLoop: eventLoop)
     }
 }
 

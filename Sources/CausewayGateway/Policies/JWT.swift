@@ -193,10 +193,26 @@ final class TokenCache {
 final class JWTKeySetSource: Sendable {
     private let state: Mutex<JWTKeySet>
     private let onUnknownKid: (@Sendable (String) -> Void)?
+    /// Starts a URL set's fetching, once: when a loop first runs a route that uses it, so
+    /// `causeway validate` and a refused reload never fetch.
+    private let starter: Mutex<(@Sendable () -> Void)?>
 
     init(_ set: JWTKeySet, onUnknownKid: (@Sendable (String) -> Void)? = nil) {
         state = Mutex(set)
         self.onUnknownKid = onUnknownKid
+        starter = Mutex(nil)
+    }
+
+    func setStart(_ start: @escaping @Sendable () -> Void) {
+        starter.withLock { $0 = start }
+    }
+
+    func startFetching() {
+        let start = starter.withLock { starter -> (@Sendable () -> Void)? in
+            defer { starter = nil }
+            return starter
+        }
+        start?()
     }
 
     var current: JWTKeySet { state.withLock { $0 } }
