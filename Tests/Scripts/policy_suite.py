@@ -381,6 +381,19 @@ def jwt_checks(port, keys, secret, jwks_server):
           f"{status} {headers}")
     status, _, body = request(port, "GET", "/jwt/x", {**bearer(good), "x-user-id": "spoofed"})
     check("a client's own x-user-id is replaced by the claim", status == 200 and json.loads(body)["headers"].get("x-user-id") == "user-7")
+    # Connection names fields as hop-by-hop: a client must not be able to name away what the
+    # gateway adds after reading the request (the consumer, forwarded claims, route headers).
+    status, _, body = request(port, "GET", "/jwt/x", {**bearer(good), "connection": "keep-alive, x-consumer, x-user-id, x-gateway"})
+    seen = json.loads(body)["headers"] if status == 200 else {}
+    check("Connection naming x-consumer and x-user-id cannot strip what the gateway adds",
+          status == 200 and seen.get("x-consumer") == "user-7" and seen.get("x-user-id") == "user-7", f"{status} {seen}")
+    status, _, body = request(port, "GET", "/hdr/x", {"connection": "x-gateway", "x-gateway": "client", "x-other": "kept"})
+    seen = json.loads(body)["headers"] if status == 200 else {}
+    check("Connection naming a route's request header: the route's value still reaches the upstream",
+          status == 200 and seen.get("x-gateway") == "causeway", f"{status} {seen}")
+    status, _, body = request(port, "GET", "/hdr/x", {"connection": "x-secret", "x-secret": "s"})
+    seen = json.loads(body)["headers"] if status == 200 else {}
+    check("a field the client names in Connection never reaches the upstream", status == 200 and "x-secret" not in seen, f"{seen}")
     status, _, body = request(port, "GET", "/jwt/x?access_token=" + good)
     check("the token from the query (second source)", status == 200, f"{status}")
     status, _, body = request(port, "GET", "/jwt/x", {"cookie": "theme=dark; session=" + good})
@@ -587,6 +600,7 @@ routes:
       authorize: {{scopes: ["orders:read"], claims: {{tenant: acme}}}}}}
   - {{name: intro, match: {{path_prefix: /intro/}}, upstream: echo, auth: {{providers: [idp]}}}}
   - {{name: intro-scoped, match: {{path_prefix: /intro-scoped/}}, upstream: echo, auth: {{providers: [idp]}}, authorize: {{scopes: ["orders:read"]}}}}
+  - {{name: hdr, match: {{path_prefix: /hdr/}}, upstream: echo, headers: {{request: {{set: {{x-gateway: causeway}}}}}}}}
   - {{name: rk1, match: {{path_prefix: /rk1/}}, upstream: echo, rate_limit: [per-route]}}
   - {{name: rk2, match: {{path_prefix: /rk2/}}, upstream: echo, rate_limit: [per-route]}}
   - {{name: ipk, match: {{path_prefix: /ipk/}}, upstream: echo, rate_limit: [per-ip]}}

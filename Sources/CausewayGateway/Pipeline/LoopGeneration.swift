@@ -186,6 +186,7 @@ final class GatewayExchangeHandler: ExchangeHandler {
                 observer(CompletedExchange(exchange: exchange, outcome: outcome, configVersion: version))
             }
         }
+        HopByHop.dropConnectionNamed(&exchange.request.headerFields)
         exchange.filters = generation.globalFilters
         exchange.runRequestFilters(generation.globalFilters[...], then: generation)
     }

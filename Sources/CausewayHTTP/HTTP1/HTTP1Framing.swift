@@ -124,10 +124,7 @@ public enum HopByHop {
         var named: [HTTPField.Name] = []
         for field in fields where isHopByHop(field.name) {
             found = true
-            guard field.name == .connection else { continue }
-            for token in field.value.split(separator: ",") {
-                if let name = HTTPField.Name(String(token.trimmingSpaces())) { named.append(name) }
-            }
+            if field.name == .connection { named += connectionTokens(field.value) }
         }
         guard found else { return }
         // In place, from the end, so indices stay valid (usually one field: Connection).
@@ -137,6 +134,29 @@ public enum HopByHop {
             let name = fields[index].name
             if isHopByHop(name) || named.contains(name) { fields.remove(at: index) }
         }
+    }
+
+    /// Drops, on arrival, the end-to-end fields a client names in `Connection` (RFC 9110
+    /// §7.6.1 makes them hop-by-hop). Done before any filter runs, so `Connection` can never
+    /// name away a field the gateway itself adds later (`x-consumer`, a route's request
+    /// headers). Standard hop-by-hop fields stay until forwarding: the gateway still reads
+    /// `Upgrade` and `TE`, and `strip` removes them with `Connection` itself.
+    public static func dropConnectionNamed(_ fields: inout HTTPFields) {
+        let tokens = fields[values: .connection].flatMap(connectionTokens)
+        guard tokens.contains(where: { !isHopByHop($0) }) else { return }
+        var index = fields.endIndex
+        while index > fields.startIndex {
+            index -= 1
+            if !isHopByHop(fields[index].name) && tokens.contains(fields[index].name) { fields.remove(at: index) }
+        }
+        // What is left of Connection names only standard hop-by-hop fields, so the strip at
+        // forwarding cannot reach a field added in between.
+        let kept = tokens.filter(isHopByHop).map(\.canonicalName)
+        fields[.connection] = kept.isEmpty ? nil : kept.joined(separator: ", ")
+    }
+
+    private static func connectionTokens(_ value: String) -> [HTTPField.Name] {
+        value.split(separator: ",").compactMap { HTTPField.Name(String($0.trimmingSpaces())) }
     }
 
     /// By length first: most names are ruled out by one integer compare.
