@@ -3,7 +3,8 @@
 (password set, so AUTH is used) and two gateway processes: together they admit exactly the
 limit; each algorithm counts in Redis; Redis killed mid-test gets on_redis_error (allow and
 deny, within redis.timeout, logged once); Redis back, counting resumes; a flushed script is
-loaded again.
+loaded again. Then a hostile "Redis" (huge lengths, deep nesting, one byte a second, silence,
+garbage): on_redis_error applies, other routes on the loop are served, the process stays up.
 
 Usage: redis_suite.py path/to/causeway
 """
@@ -54,6 +55,77 @@ def fresh(ports, path, header, at_least):
         if reset_in(headers) > at_least:
             return key, (status, headers, body)
         time.sleep(reset_in(headers))
+
+
+class HostileRedis:
+    """A TCP server that speaks broken RESP to whatever it is sent: a bulk string claiming
+    99,999,999,999 bytes, replies nested 100 deep, one byte a second, or nothing at all."""
+
+    def __init__(self):
+        self.mode = "huge"
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(64)
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn):
+        try:
+            while conn.recv(65536):
+                if self.mode == "huge":
+                    conn.sendall(b"$99999999999\r\n")
+                elif self.mode == "deep":
+                    conn.sendall(b"*1\r\n" * 100 + b":1\r\n")
+                elif self.mode == "slow":
+                    for byte in b"*3\r\n:1\r\n:5\r\n:1000\r\n":
+                        conn.sendall(bytes([byte]))
+                        time.sleep(1)
+                elif self.mode == "garbage":
+                    conn.sendall(b"?" * 70000)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+
+def hostile_redis(upstream):
+    fake = HostileRedis()
+    tmp = tempfile.mkdtemp(prefix="causeway-redis-hostile-")
+    port = free_port()
+    config = f"""
+server: {{workers: 1, admin: {{address: "127.0.0.1:{free_port()}"}}}}
+listeners: [{{name: plain, address: "127.0.0.1:{port}"}}]
+upstreams: {{echo: {{endpoints: [{{address: "127.0.0.1:{upstream.server_address[1]}"}}]}}}}
+redis: {{address: "127.0.0.1:{fake.port}", pool_size: 2, timeout: 100ms}}
+rate_limits:
+  strict: {{algorithm: fixed_window, requests: 100, window: 1s, key: global, scope: redis, on_redis_error: deny}}
+  lenient: {{algorithm: fixed_window, requests: 100, window: 1s, key: global, scope: redis, on_redis_error: allow}}
+routes:
+  - {{name: strict, match: {{path_prefix: /strict/}}, upstream: echo, rate_limit: [strict]}}
+  - {{name: lenient, match: {{path_prefix: /lenient/}}, upstream: echo, rate_limit: [lenient]}}
+  - {{name: plain, match: {{path_prefix: /plain/}}, upstream: echo}}
+"""
+    with running_gateway(CAUSEWAY, config, tmp, port) as gateway:
+        for mode in ["huge", "deep", "slow", "silent", "garbage"]:
+            fake.mode = mode
+            started = time.monotonic()
+            lenient = [request(port, "GET", "/lenient/x")[0] for _ in range(5)]
+            strict = request(port, "GET", "/strict/x")[0]
+            plain = request(port, "GET", "/plain/x")[0]
+            took = time.monotonic() - started
+            check(f"a Redis answering {mode}: allow passes, deny is 429, other routes served, all within the timeout's reach",
+                  lenient == [200] * 5 and strict == 429 and plain == 200 and took < 3, f"{lenient} {strict} {plain} in {took:.2f} s")
+        check("gateway still running after a hostile Redis", gateway.poll() is None)
+    fake.server.close()
 
 
 def main():
@@ -153,6 +225,7 @@ routes:
             logs = open(os.path.join(tmp_a, "gateway.log")).read()
             check("... and the recovery is logged", "reachable again" in logs)
             check("both gateways still running", a.poll() is None and b.poll() is None)
+        hostile_redis(upstream)
     finally:
         redis.terminate()
         upstream.shutdown()
