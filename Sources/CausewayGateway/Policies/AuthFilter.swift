@@ -1,5 +1,6 @@
 import CausewayConfig
 import CausewayHTTP
+import CausewayTranscoding
 import COpenSSL
 import HTTPTypes
 import NIOCore
@@ -110,7 +111,9 @@ enum Credentials {
                 guard let path = request.path, let mark = path.firstIndex(of: "?") else { continue }
                 for pair in path[path.index(after: mark)...].split(separator: "&") {
                     let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                    if parts[0] == name, parts.count == 2 { return percentDecoded(String(parts[1])) }
+                    if parts[0] == name, parts.count == 2 {
+                        return PathTemplate.percentDecoded(String(parts[1]), plusIsSpace: true) ?? String(parts[1])
+                    }
                 }
             case .cookie(let name):
                 for header in request.headerFields[values: .cookie] {
@@ -124,23 +127,6 @@ enum Credentials {
             }
         }
         return nil
-    }
-
-    static func percentDecoded(_ text: String) -> String {
-        guard text.contains("%") || text.contains("+") else { return text }
-        var out: [UInt8] = []
-        let bytes = Array(text.utf8)
-        var index = 0
-        while index < bytes.count {
-            if bytes[index] == UInt8(ascii: "%"), index + 2 < bytes.count, let value = UInt8(String(decoding: bytes[(index + 1)...(index + 2)], as: UTF8.self), radix: 16) {
-                out.append(value)
-                index += 3
-            } else {
-                out.append(bytes[index] == UInt8(ascii: "+") ? 0x20 : bytes[index])
-                index += 1
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 
     static func sha256(_ text: String) -> [UInt8] {

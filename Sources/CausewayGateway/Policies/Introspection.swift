@@ -96,7 +96,7 @@ final class IntrospectionLoop {
         request.headerFields[.accept] = "application/json"
         request.headerFields[.authorization] = credentials
         let body = ByteBuffer(string: "token=\(Self.formEncoded(token))&token_type_hint=access_token")
-        let collector = AnswerCollector { [self] answer in finished(token, answer, promise) }
+        let collector = UpstreamBodyCollector(limit: 256 << 10) { [self] answer in finished(token, answer, promise) }
         let upstream = UpstreamExchange(cluster: cluster, request: request, body: .buffered(body), eventLoop: eventLoop, deadlines: deadlines,
                                         timeoutMessage: "the introspection endpoint did not answer within 5 s", delegate: collector)
         collector.upstream = upstream
@@ -104,7 +104,7 @@ final class IntrospectionLoop {
         return .pending(promise.futureResult)
     }
 
-    private func finished(_ token: String, _ answer: Result<(Int, [UInt8]), GatewayError>, _ promise: EventLoopPromise<AuthResult>) {
+    private func finished(_ token: String, _ answer: Result<(status: Int, body: [UInt8]), GatewayError>, _ promise: EventLoopPromise<AuthResult>) {
         waiting[token] = nil
         let now = JWTAuth.wallClock()
         let result: AuthResult
@@ -155,38 +155,6 @@ final class IntrospectionLoop {
             }
         }
         return out
-    }
-
-    private final class AnswerCollector: UpstreamExchangeDelegate {
-        var upstream: UpstreamExchange?
-        private var status = 0
-        private var body: [UInt8] = []
-        private var done: ((Result<(Int, [UInt8]), GatewayError>) -> Void)?
-
-        init(done: @escaping (Result<(Int, [UInt8]), GatewayError>) -> Void) {
-            self.done = done
-        }
-
-        private func finish(_ answer: Result<(Int, [UInt8]), GatewayError>) {
-            let done = self.done
-            self.done = nil
-            upstream = nil
-            done?(answer)
-        }
-
-        func upstreamRequestSent() {}
-        func upstreamResponseHead(_ response: HTTPResponse) { status = response.status.code }
-        func upstreamResponseBody(_ chunk: ByteBuffer) {
-            guard body.count + chunk.readableBytes <= 256 << 10 else {
-                upstream?.cancel()
-                return finish(.failure(.upstreamInvalidResponse("the introspection answer is larger than 256 KiB")))
-            }
-            body += chunk.readableBytesView
-        }
-        func upstreamReadComplete() {}
-        func upstreamResponseEnd(_ trailers: HTTPFields?) { finish(.success((status, body))) }
-        func upstreamFailed(_ failure: UpstreamFailure, responseStarted: Bool) { finish(.failure(GatewayError(failure))) }
-        func upstreamWritabilityChanged(_ writable: Bool) {}
     }
 }
 

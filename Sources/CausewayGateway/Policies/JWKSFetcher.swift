@@ -93,7 +93,11 @@ final class JWKSFetcher: @unchecked Sendable {
         inFlight = true
         lastFetch = .now()
         timer?.cancel()
-        let collector = Collector(limit: Self.maxSize) { [weak self] result in self?.finished(result) }
+        let collector = UpstreamBodyCollector(limit: Self.maxSize) { [weak self] answer in
+            self?.finished(answer.mapError { JWKSFetchError($0.message) }.flatMap { answer in
+                answer.status == 200 ? .success(answer.body) : .failure(JWKSFetchError("the endpoint answered HTTP \(answer.status)"))
+            })
+        }
         let upstream = UpstreamExchange(cluster: cluster, request: request, body: .none, eventLoop: eventLoop,
                                         deadlines: UpstreamDeadlines(timeout: .seconds(10), eventLoop: eventLoop),
                                         timeoutMessage: "the JWKS endpoint did not answer within 10 s", delegate: collector)
@@ -129,44 +133,5 @@ final class JWKSFetcher: @unchecked Sendable {
     struct JWKSFetchError: Error {
         let message: String
         init(_ message: String) { self.message = message }
-    }
-
-    /// One fetch's answer: a 200 body up to the size limit.
-    private final class Collector: UpstreamExchangeDelegate {
-        var upstream: UpstreamExchange?
-        private var body: [UInt8] = []
-        private var status = 0
-        private let limit: Int
-        private var done: ((Result<[UInt8], JWKSFetchError>) -> Void)?
-
-        init(limit: Int, done: @escaping (Result<[UInt8], JWKSFetchError>) -> Void) {
-            self.limit = limit
-            self.done = done
-        }
-
-        private func finish(_ result: Result<[UInt8], JWKSFetchError>) {
-            let done = self.done
-            self.done = nil
-            upstream = nil
-            done?(result)
-        }
-
-        func upstreamRequestSent() {}
-        func upstreamResponseHead(_ response: HTTPResponse) { status = response.status.code }
-        func upstreamResponseBody(_ chunk: ByteBuffer) {
-            guard body.count + chunk.readableBytes <= limit else {
-                upstream?.cancel()
-                return finish(.failure(.init("the answer is larger than 1 MiB")))
-            }
-            body += chunk.readableBytesView
-        }
-        func upstreamReadComplete() {}
-        func upstreamResponseEnd(_ trailers: HTTPFields?) {
-            finish(status == 200 ? .success(body) : .failure(.init("the endpoint answered HTTP \(status)")))
-        }
-        func upstreamFailed(_ failure: UpstreamFailure, responseStarted: Bool) {
-            finish(.failure(.init("\(GatewayError(failure).message)")))
-        }
-        func upstreamWritabilityChanged(_ writable: Bool) {}
     }
 }

@@ -23,6 +23,8 @@ final class RateLimiter: Sendable {
     let policyItem: String
     /// `"name";r=`, the start of this policy's `RateLimit` item.
     let statusPrefix: String
+    /// `key: header:NAME`, resolved once.
+    let headerName: HTTPField.Name?
     private let table = Mutex<[String: RateCounter]>([:])
     /// More distinct keys than this at once share one overflow counter (a flood of made-up
     /// header values costs a bounded table).
@@ -36,6 +38,7 @@ final class RateLimiter: Sendable {
         interval = max(1, windowNanos / UInt64(policy.requests))
         let seconds = max(1, (windowNanos + 999_999_999) / 1_000_000_000)
         statusPrefix = "\"\(policy.name)\";r="
+        headerName = RateLimitFilter.headerName(policy.key)
         policyItem = "\"\(policy.name)\";q=\(policy.algorithm == .tokenBucket ? burst : UInt64(policy.requests));w=\(seconds)"
     }
 
@@ -189,12 +192,17 @@ final class RateLimitFilter: HTTPFilter, FilterFactory {
                             message: "rate limit \"\(name)\" exceeded; retry in \(max(1, decision.seconds)) s", headers: headers)
     }
 
+    static func headerName(_ key: RateLimitPolicy.Key) -> HTTPField.Name? {
+        if case .header(let name) = key { return HTTPField.Name(name) }
+        return nil
+    }
+
     static let policyName = HTTPField.Name("ratelimit-policy")!
     static let statusName = HTTPField.Name("ratelimit")!
 
     /// The counter key for a policy: nil never happens; a missing consumer or claim falls back
     /// to the client's address (an anonymous caller still has one).
-    func key(_ policy: RateLimitPolicy, _ exchange: Exchange) -> String {
+    func key(_ policy: RateLimitPolicy, header: HTTPField.Name?, _ exchange: Exchange) -> String {
         switch policy.key {
         case .global: return ""
         case .route: return exchange.attributes.route ?? ""
@@ -202,8 +210,8 @@ final class RateLimitFilter: HTTPFilter, FilterFactory {
         case .consumer:
             if let consumer = exchange.attributes.consumer { return "c:" + consumer }
             return "ip:" + client.text(exchange)
-        case .header(let name):
-            return HTTPField.Name(name).flatMap { exchange.request.headerFields[$0] } ?? ""
+        case .header:
+            return header.flatMap { exchange.request.headerFields[$0] } ?? ""
         case .claim(let name):
             switch exchange.attributes.claims?[name] {
             case .string(let value)?: return "c:" + value
@@ -231,7 +239,7 @@ final class LoopRateLimits: HTTPFilter {
         let now = NIODeadline.now().uptimeNanoseconds
         var status = ""
         for (index, limiter) in shared.limiters.enumerated() {
-            let key = shared.key(limiter.policy, exchange)
+            let key = shared.key(limiter.policy, header: limiter.headerName, exchange)
             var decision: RateLimiter.Decision?
             // A retired counter (idle, evicted) is dropped from the cache and fetched anew.
             for _ in 0..<3 {
@@ -260,7 +268,7 @@ final class LoopRateLimits: HTTPFilter {
     private func redisDecisions(_ exchange: Exchange, status local: String) -> FilterOutcome {
         guard let redis else { return .fail(.filterFailed("the Redis client is not set up on this loop")) }
         let limiters = shared.redisLimiters
-        let decisions = limiters.map { $0.decide(key: shared.key($0.policy, exchange), client: redis) }
+        let decisions = limiters.map { $0.decide(key: shared.key($0.policy, header: $0.headerName, exchange), client: redis) }
         let all = EventLoopFuture.whenAllComplete(decisions, on: redis.eventLoop)
         return .suspend(all.assumeIsolated().map { [self] results in
             var status = local

@@ -1,6 +1,7 @@
 import CausewayConfig
 import CausewayHTTP
 import CausewayRedis
+import HTTPTypes
 import Logging
 import NIOCore
 import Synchronization
@@ -14,6 +15,7 @@ struct RedisRateLimiter: Sendable {
     let policy: RateLimitPolicy
     let policyItem: String
     let statusPrefix: String
+    let headerName: HTTPField.Name?
     /// Microseconds.
     let window: Int64
 
@@ -25,6 +27,7 @@ struct RedisRateLimiter: Sendable {
         let quota = policy.algorithm == .tokenBucket ? policy.burst ?? policy.requests : policy.requests
         policyItem = "\"\(policy.name)\";q=\(quota);w=\(seconds)"
         statusPrefix = "\"\(policy.name)\";r="
+        headerName = RateLimitFilter.headerName(policy.key)
     }
 
     func decide(key: String, client: RedisClient) -> EventLoopFuture<RateLimiter.Decision> {

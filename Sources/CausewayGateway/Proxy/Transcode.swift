@@ -159,7 +159,7 @@ final class TranscodeTask {
                 return exchange.fail(.upstreamInvalidResponse("the stream failed after \(elements) messages with gRPC status \(code)"))
             }
             ndjson = false
-            let message = fields[GatewayError.grpcMessage].map(Self.percentDecoded) ?? ""
+            let message = fields[GatewayError.grpcMessage].map { PathTemplate.percentDecoded($0) ?? $0 } ?? ""
             let details = fields[Self.statusDetails].flatMap(Base64.decode)
             var out = exchange.allocator.buffer(capacity: 64 + message.utf8.count)
             transcoder.printStatus(code: code, message: message, details: details, into: &out)
@@ -195,10 +195,6 @@ final class TranscodeTask {
     }
 
     static let statusDetails = HTTPField.Name("grpc-status-details-bin")!
-
-    static func percentDecoded(_ text: String) -> String {
-        PathTemplate.percentDecoded(text) ?? text
-    }
 }
 
 extension TranscodeTask: RequestBodyConsumer {
